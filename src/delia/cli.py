@@ -1,0 +1,136 @@
+"""The `delia` command line. Each subcommand parses options, loads a config and calls one function.
+
+Stage packages add their own subcommands: each module listed in `COMMAND_MODULES` defines
+`register(app: typer.Typer)`. Keep imports of torch/transformers inside command bodies so that
+`delia --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="delia: diversity-enhanced instruction tuning (DELIA) for small task data.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Validate and inspect example files.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+# Stage modules that add subcommands; a module is listed here only once its commands work.
+COMMAND_MODULES: list[str] = []
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level.")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@data_app.command("validate")
+def data_validate(
+    file: Path = typer.Argument(..., help="JSONL (or JSON array) file of examples."),
+    fmt: str = typer.Option("auto", "--format", help="Format name (see `delia ls formats`), or auto."),
+) -> None:
+    """Check every row; print `FILE:LINE: field: reason` per problem and exit 1 when any."""
+    from delia.data import validate_file
+
+    problems = validate_file(file, fmt)
+    for p in problems:
+        typer.echo(str(p))
+    if problems:
+        console.print(f"[red]{len(problems)} problem(s) in {file}[/red]")
+        raise typer.Exit(1)
+    console.print(f"[green]{file}: valid[/green]")
+
+
+@data_app.command("stats")
+def data_stats_cmd(
+    file: Path = typer.Argument(..., help="JSONL (or JSON array) file of examples."),
+    model: str = typer.Option("smollm2-135m-instruct", help="Model whose tokenizer counts tokens."),
+    fmt: str = typer.Option("auto", "--format", help="Format name, or auto."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Rows, roles and token-length percentiles (p50/p90/p99/max) with the model's tokenizer."""
+    from delia.data import data_stats, read_records
+    from delia.models import load_tokenizer
+
+    stats = data_stats(read_records(file, fmt), load_tokenizer(model))
+    if as_json:
+        typer.echo(json.dumps(stats, indent=2))
+        return
+    out = Console()
+    out.print(f"[bold]{file}[/bold]: {stats['rows']} rows, formats {stats['formats']}, roles {stats['roles']}, "
+              f"{stats['with_response']} with a response, {stats['tokens_total']} chat tokens in all")
+    table = Table("tokens", "mean", "p50", "p90", "p99", "max")
+    for name, p in stats["tokens"].items():
+        table.add_row(name, f"{p['mean']:.1f}", *(f"{p[k]:.0f}" for k in ("p50", "p90", "p99", "max")))
+    out.print(table)
+
+
+@app.command("chat")
+def chat_cmd(
+    prompt: str = typer.Argument(..., help="User message."),
+    model: str = typer.Option("smollm2-135m-instruct", help="Model name or path."),
+    max_new_tokens: int = typer.Option(128, help="Generation budget."),
+    dtype: str = typer.Option("auto", help="auto | bf16 | fp32."),
+) -> None:
+    """Answer one chat message greedily (a smoke check of a model)."""
+    from delia.models import chat, load
+
+    t0 = time.perf_counter()
+    m, tok = load(model, dtype=dtype)
+    t1 = time.perf_counter()
+    reply = chat(m, tok, [{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens)
+    t2 = time.perf_counter()
+    typer.echo(reply)
+    console.print(f"[dim]load {t1 - t0:.1f}s ({m.dtype}), generate {t2 - t1:.1f}s[/dim]")
+
+
+@app.command("ls")
+def ls_cmd(kind: str = typer.Argument(None, help="Registry to list (default: all).")) -> None:
+    """List registered parts: formats, engines, diversifiers, methods, metrics."""
+    from delia.registry import REGISTRIES
+
+    _load_registries()
+    kinds = [k for k in REGISTRIES if kind is None or k.startswith(kind.rstrip("s"))]
+    if not kinds:
+        console.print(f"[red]no registry {kind!r}; known: {', '.join(REGISTRIES)}[/red]")
+        raise typer.Exit(2)
+    out = Console()
+    for k in kinds:
+        table = Table(title=k, show_header=False, title_justify="left")
+        for name, help_ in REGISTRIES[k].describe():
+            table.add_row(name, help_)
+        out.print(table)
+
+
+# Modules whose import fills a registry; extended by stage packages.
+REGISTRY_MODULES: list[str] = ["delia.data.formats"]
+
+
+def _load_registries() -> None:
+    for mod in REGISTRY_MODULES:
+        importlib.import_module(mod)
+
+
+for _mod in COMMAND_MODULES:
+    importlib.import_module(_mod).register(app)
+
+
+def main() -> None:
+    """Console entry point: run the app; expected errors print one line instead of a traceback."""
+    from delia.errors import USER_ERRORS
+
+    try:
+        app()
+    except USER_ERRORS as e:
+        console.print(f"[red]error:[/red] {e}")
+        sys.exit(2)
