@@ -32,7 +32,8 @@ def tiny_model(tied: bool = True, seed: int = 0, **overrides):
 
     tok = load_tokenizer(DEFAULT_MODEL)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(tiny_config(len(tok), tied=tied, **overrides)).eval()
+    vocab = overrides.pop("vocab_size", len(tok))
+    model = LlamaForCausalLM(tiny_config(vocab, tied=tied, **overrides)).eval()
     return model, tok
 
 

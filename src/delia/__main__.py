@@ -1,0 +1,5 @@
+"""`python -m delia` runs the CLI."""
+
+from delia.cli import main
+
+main()
