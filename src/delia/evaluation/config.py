@@ -1,0 +1,129 @@
+"""`EvalConfig`: everything `delia eval` needs, loadable from YAML with `key.sub=value` overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from delia.config import ConfigError, opt
+from delia.evaluation.instructions import parse_spec
+
+HALU = "../shared/data/halu"
+SLOT = "{slot}"
+# the paper's plug-and-play demo sentence; the token or a concept word fills the slot (baselines.md §10)
+DEFAULT_PROBE = ("Q: what is the color of apple. A: apple is purple. "
+                 "Check context for hallucinations, follow the{slot} format.")
+# the prior description D_sep fixed in baselines.md §0, used for the `desc` instruction variant
+TOKEN_DESCRIPTION = ("a json object with two keys, 'thought' (a short analysis of whether the ChatGPT response "
+                     "contains hallucinations) and 'hallucination' ('yes' or 'no')")
+
+
+@dataclass
+class GenerationOptions:
+    batch_size: int = opt(16, help="prompts per generation batch (length-sorted)")
+    max_new_tokens: int = opt(256, help="generation budget per reply (JSON replies run to ~120 tokens)")
+    temperature: float = opt(0.0, help="0 = greedy (default)")
+    top_p: float = opt(1.0, help="nucleus sampling mass when temperature > 0")
+    stop_early: bool = opt(True, help="stop a row once its answer is complete (halu: the first {...} closed; "
+                                      "translation with first_line: the first line ended)")
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ConfigError("generation.batch_size and generation.max_new_tokens must be >= 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError("generation.temperature must be >= 0 and generation.top_p in (0, 1]")
+
+
+@dataclass
+class HaluOptions:
+    instructions: str = opt("seen:1,unseen:1", help="instruction sets, e.g. 'seen:5,unseen:all,explicit' "
+                                                   "(see docs/evaluation.md)")
+    seen_file: str = opt(f"{HALU}/train.jsonl", help="training file whose instructions form the 'seen' set")
+    unseen_file: str = opt(f"{HALU}/instructions_unseen.txt", help="one unseen instruction per line")
+    explicit_file: str = opt(f"{HALU}/explicit_instruction.txt", help="the long explicit instruction")
+    special_tokens: list[str] = opt(["<sep>"], help="tokens the instructions use for the format")
+    token_description: str = opt(TOKEN_DESCRIPTION, help="replaces the token in the 'desc' variants")
+    token_init: Literal["random", "mean", "mean_vocab", "none"] = opt(
+        "random", help="when the model lacks a special token the prompts use: add it with this init "
+                       "(random = the paper's untrained baseline, seeded N(0, initializer_range^2)); "
+                       "none = leave it out, so the text '<sep>' is tokenised as plain characters")
+    token_seed: int = opt(2024, help="seed of the random init (the authors used 2024)")
+    keys: list[str] = opt(["thought", "hallucination"], help="exact keys for the strict format score")
+    label_key: str = opt("hallucination", help="key holding the yes/no label")
+
+    def __post_init__(self) -> None:
+        parse_spec(self.instructions)
+        if self.label_key not in self.keys:
+            raise ConfigError(f"halu.label_key {self.label_key!r} must be one of halu.keys {self.keys}")
+
+
+@dataclass
+class TranslationOptions:
+    template: str = opt("Translate the following {src_lang} text into {tgt_lang}:\n{src}",
+                        help="user turn; {src}, {src_lang}, {tgt_lang} (language names) are filled in")
+    first_line: bool = opt(True, help="keep only the first non-empty line of the reply (after the preamble)")
+    bleurt_checkpoint: str | None = opt(None, help="local BLEURT (PyTorch) checkpoint dir; needs bleurt-pytorch")
+    comet_checkpoint: str | None = opt(None, help="local COMET checkpoint (.ckpt); needs unbabel-comet")
+
+    def __post_init__(self) -> None:
+        if "{src}" not in self.template:
+            raise ConfigError("translation.template must contain {src}")
+
+
+@dataclass
+class AnalysisOptions:
+    score: Literal["auto", "on", "off"] = opt(
+        "auto", help="teacher-forced loss + first-token state space; auto = only when the data has gold replies")
+    score_batch_size: int = opt(4, help="rows per scoring forward pass")
+    hidden: bool = opt(True, help="L2/cosine of the special token vs concept words at every layer")
+    concept_words: list[str] = opt(["json", "thought"], help="words compared with the special token")
+    probe: str = opt(DEFAULT_PROBE, help=f"sentence with one {SLOT} where the token / words are placed")
+
+    def __post_init__(self) -> None:
+        if self.probe.count(SLOT) != 1:
+            raise ConfigError(f"analysis.probe must contain {SLOT} exactly once")
+        if self.score_batch_size < 1:
+            raise ConfigError("analysis.score_batch_size must be >= 1")
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation: a model (and adapter) on one task's data, written to `out`."""
+
+    data: str = opt("", help="examples file (halu: test rows {context,label} or chat rows; translation: src/ref)")
+    out: str = opt("", help="output directory (metrics.json, predictions.jsonl, summary.md, plots)")
+    task: Literal["halu", "translation"] = opt("halu", help="halu (JSON hallucination check) or translation")
+    model: str | None = opt(None, help="base model name or path (default: the adapter's recorded base, "
+                                       "else the embedded smollm2-135m-instruct)")
+    adapter: str | None = opt(None, help="training run directory (delia train --out) to load on top")
+    merge_adapter: bool = opt(True, help="merge the adapter into the weights (faster generation)")
+    dtype: str = opt("auto", help="auto | fp32 | bf16 | fp16 (auto: bf16 only where the hardware has it)")
+    device: str = opt("cpu", help="torch device")
+    threads: int | None = opt(None, help="torch CPU threads (default: torch's choice); on cores shared with other "
+                                         "jobs, 1 thread avoids OpenMP oversubscription and can be several x faster")
+    limit: int | None = opt(None, help="evaluate only the first N examples")
+    seed: int = opt(0, help="seed for instruction sampling, sampling and bootstrap")
+    bootstrap: int = opt(1000, help="bootstrap resamples for confidence intervals (0 = none)")
+    ci_level: float = opt(0.95, help="confidence level of the intervals")
+    resume: bool = opt(True, help="reuse generations already cached in OUT/generations.jsonl")
+    prompt_hook: str | None = opt(None, help="registered 'eval prompt hook' that rewrites every prompt "
+                                             "(baselines: icl, dipmt; see delia.methods.hooks)")
+    decoder: str | None = opt(None, help="registered 'eval decoder' used instead of batched generation "
+                                         "(baseline: arithmetic)")
+    hook_options: dict[str, Any] = opt({}, help="keyword options for prompt_hook / decoder")
+    generation: GenerationOptions = field(default_factory=GenerationOptions, metadata={"help": "decoding"})
+    halu: HaluOptions = field(default_factory=HaluOptions, metadata={"help": "halu task"})
+    translation: TranslationOptions = field(default_factory=TranslationOptions, metadata={"help": "translation"})
+    analysis: AnalysisOptions = field(default_factory=AnalysisOptions, metadata={"help": "analyses"})
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ConfigError("data: an examples file is required (--data)")
+        if not self.out:
+            raise ConfigError("out: an output directory is required (--out)")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("threads must be >= 1")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError("limit must be >= 1")
+        if self.bootstrap < 0 or not 0 < self.ci_level < 1:
+            raise ConfigError("bootstrap must be >= 0 and ci_level in (0, 1)")

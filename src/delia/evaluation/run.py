@@ -1,0 +1,386 @@
+"""The `delia eval` stage: build prompts -> load the model -> generate (cached, resumable) -> parse -> score
+-> analyse -> write metrics.json, predictions.jsonl, summary.md and plots."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections import Counter
+from functools import partial
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from delia.config import ConfigError, save_config
+from delia.evaluation import metrics as M
+from delia.evaluation.config import EvalConfig
+from delia.evaluation.instructions import Instruction, assign, load_set, parse_spec, vary
+from delia.evaluation.parsing import check_keys, extract_label, object_closed, parse_output
+from delia.evaluation.prompts import (clean_translation, halu_example, halu_prompt, translation_done,
+                                      translation_example, translation_prompt)
+
+log = logging.getLogger(__name__)
+HALU_METRICS = ["format_accuracy", "format_accuracy_strict", "label_accuracy", "label_precision", "label_recall",
+                "label_f1"]
+PER_PHRASING = ["format_accuracy", "format_accuracy_strict", "label_accuracy"]
+
+
+@dataclass
+class EvalRow:
+    """One prompt to answer: an example under one instruction (halu) or one sentence (translation)."""
+
+    example_id: str
+    instruction_id: str
+    set: str
+    prompt: list[dict[str, str]]
+    gold: str | None = None  # reference reply (halu chat rows) or reference translation
+    fields: dict[str, Any] = field(default_factory=dict)  # gold_label / src / ref
+
+
+# ---------------------------------------------------------------- 1. rows
+
+
+def halu_rows(cfg: EvalConfig) -> list[EvalRow]:
+    """Every (example, instruction) pair the spec asks for."""
+    from delia.data import read_records
+
+    h = cfg.halu
+    examples = [halu_example(r, h.label_key) for r in read_records(cfg.data)][:cfg.limit]
+    files = {"seen": h.seen_file, "unseen": h.unseen_file, "explicit": h.explicit_file}
+    rows: list[EvalRow] = []
+    for item in parse_spec(h.instructions):
+        if item.set == "own":
+            if any(e.own is None for e in examples):
+                raise ConfigError(f"{cfg.data}: the 'own' instruction set needs chat rows that contain their "
+                                  "instruction ('context\\n\\n\\ninstruction'); test rows have none")
+            owns = sorted({e.own for e in examples})
+            width = len(str(max(len(owns) - 1, 0)))
+            per_ex = [[Instruction(f"{item.name}/{owns.index(e.own):0{width}d}",
+                                   vary(e.own, item.variant, h.special_tokens, h.token_description), item.name)]
+                      for e in examples]
+        else:
+            pool = load_set(item, files, h.special_tokens, h.token_description)
+            per_ex = assign(pool, len(examples), item.k, cfg.seed, item.name)
+        for ex, instructions in zip(examples, per_ex):
+            for ins in instructions:
+                rows.append(EvalRow(ex.id, ins.id, ins.set, halu_prompt(ex, ins), ex.gold,
+                                    {"gold_label": ex.label, "instruction": ins.text}))
+    return rows
+
+
+def translation_rows(cfg: EvalConfig) -> list[EvalRow]:
+    from delia.data import read_records
+
+    examples = [translation_example(r) for r in read_records(cfg.data)][:cfg.limit]
+    return [EvalRow(ex.id, "template", f"{ex.src_lang}-{ex.tgt_lang}", translation_prompt(ex, cfg.translation.template),
+                    ex.ref, {"src": ex.src, "ref": ex.ref}) for ex in examples]
+
+
+# ---------------------------------------------------------------- 2. model
+
+
+def load_for_eval(cfg: EvalConfig, rows: list[EvalRow]) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, tokenizer, info). Adds the special tokens the prompts use when the model lacks them."""
+    from delia.models import DEFAULT_MODEL, load, model_identity
+
+    info: dict[str, Any] = {"model": cfg.model or DEFAULT_MODEL, "adapter": cfg.adapter}
+    if cfg.adapter:
+        from delia.training import load_trained, read_run_meta  # imported only when needed
+
+        info["model"] = cfg.model or read_run_meta(cfg.adapter)["base_model"]
+        model, tok = load_trained(cfg.adapter, dtype=cfg.dtype, device=cfg.device, base=cfg.model,
+                                  merge=cfg.merge_adapter)
+        info["identity"] = f"adapter:{Path(cfg.adapter).resolve()}@{_dir_digest(cfg.adapter)}"
+    else:
+        model, tok = load(cfg.model or DEFAULT_MODEL, dtype=cfg.dtype, device=cfg.device)
+        info["identity"] = model_identity(cfg.model or DEFAULT_MODEL)
+    info["dtype"] = str(model.dtype).replace("torch.", "")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    wanted = cfg.halu.special_tokens if cfg.task == "halu" else []
+    ensure_tokens(model, tok, [t for t in wanted if any(t in m["content"] for r in rows for m in r.prompt)],
+                  cfg, info)
+    return model, tok, info
+
+
+def ensure_tokens(model, tok, tokens: list[str], cfg: EvalConfig, info: dict[str, Any]) -> None:
+    """Add the `tokens` the model lacks with `halu.token_init` (recorded in `info`); 'none' leaves them out."""
+    from delia.models import add_special_tokens
+
+    missing = [t for t in tokens if t not in tok.get_vocab()]
+    if not missing:
+        return
+    if cfg.halu.token_init == "none":
+        info["tokens_as_text"] = missing
+        return
+    added = add_special_tokens(model, tok, missing, init=cfg.halu.token_init, seed=cfg.halu.token_seed,
+                               description=cfg.halu.token_description)
+    info.setdefault("added_tokens", []).append(added.to_dict())
+    log.info("added %s to the model (init=%s)", missing, cfg.halu.token_init)
+
+
+def _dir_digest(path: str) -> str:
+    h = hashlib.sha256()
+    for f in sorted(Path(path).glob("*")):
+        if f.is_file() and f.suffix in (".safetensors", ".bin", ".json"):
+            h.update(f.name.encode() + f.read_bytes()[:1 << 20])
+    return h.hexdigest()[:16]
+
+
+def _hooks():
+    """The baselines' prompt hooks and decoders (imported only when a config names one)."""
+    from delia.methods import hooks
+
+    return hooks
+
+
+# ---------------------------------------------------------------- 3. generation (cached)
+
+
+def generate_rows(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[str, Any]) -> tuple[list, dict]:
+    """Generations for all rows, reusing OUT/generations.jsonl; returns (generations, speed)."""
+    from tqdm import tqdm
+
+    from delia.generation import GenParams, Generation, generate, render_prompt
+
+    g = cfg.generation
+    params = GenParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, seed=cfg.seed)
+    ident = json.dumps([info["identity"], info.get("added_tokens"), info["dtype"], params.__dict__, g.stop_early,
+                        cfg.task == "translation" and cfg.translation.first_line,
+                        cfg.decoder and [cfg.decoder, cfg.hook_options]], sort_keys=True, default=str)
+    keys = [hashlib.sha256((ident + render_prompt(tok, r.prompt)).encode()).hexdigest() for r in rows]
+    cache_path = Path(cfg.out) / "generations.jsonl"
+    cache: dict[str, Generation] = {}
+    if cfg.resume and cache_path.exists():
+        for line in cache_path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by an interrupted write: that row is generated again
+                log.warning("%s: skipping a truncated line", cache_path)
+                continue
+            if d:
+                key = d.pop("key")
+                cache[key] = Generation(**d)
+    elif cache_path.exists():
+        cache_path.unlink()
+    todo = [i for i, k in enumerate(keys) if k not in cache]
+    stop_fn = None
+    if g.stop_early:
+        stop_fn = object_closed if cfg.task == "halu" else (translation_done if cfg.translation.first_line else None)
+    bar = tqdm(total=len(todo), desc="generate", unit="row", disable=not todo)
+    t0, tokens = time.perf_counter(), 0
+
+    def on_batch(idx: list[int], gens: list) -> None:
+        nonlocal tokens
+        with cache_path.open("a", encoding="utf-8") as f:
+            for j, gen in zip(idx, gens):
+                cache[keys[todo[j]]] = gen
+                f.write(json.dumps({"key": keys[todo[j]], **gen.__dict__}, ensure_ascii=False) + "\n")
+        tokens += sum(x.n_new_tokens for x in gens)
+        bar.update(len(gens))
+        bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - t0, 1e-9):.1f}")
+
+    if cfg.decoder:  # a baseline's decoder (language-model arithmetic) replaces batched generation
+        generate = partial(_hooks().DECODERS.get(cfg.decoder), **cfg.hook_options)
+    if todo:
+        log.info("%d of %d rows to generate (%d cached)", len(todo), len(rows), len(rows) - len(todo))
+        generate(model, tok, [rows[i].prompt for i in todo], params, batch_size=g.batch_size, stop_fn=stop_fn,
+                 on_batch=on_batch)
+    bar.close()
+    secs = time.perf_counter() - t0
+    speed = {"rows_generated": len(todo), "rows_cached": len(rows) - len(todo), "seconds": round(secs, 2),
+             # one prompt = one example under one instruction; examples_per_s is the same number (kept by name
+             # for readers of metrics.json such as delia.experiments)
+             "prompts_per_s": len(todo) / secs if todo else None,
+             "examples_per_s": len(todo) / secs if todo else None,
+             "new_tokens_per_s": tokens / secs if todo else None, "new_tokens": tokens,
+             "batch_size": g.batch_size, "dtype": info["dtype"]}
+    return [cache[k] for k in keys], speed
+
+
+# ---------------------------------------------------------------- 4. parse
+
+
+def predict(row: EvalRow, gen, cfg: EvalConfig) -> dict[str, Any]:
+    """The predictions.jsonl record of one row: raw output, parse result, failure reason, scores."""
+    base = {"example_id": row.example_id, "instruction_id": row.instruction_id, "set": row.set, "raw": gen.text,
+            "finish_reason": gen.finish_reason, "n_new_tokens": gen.n_new_tokens}
+    if cfg.task == "translation":
+        hyp = clean_translation(gen.text, cfg.translation.first_line)
+        return {**base, "hyp": hyp, "ref": row.fields["ref"], "src": row.fields["src"]}
+    p = parse_output(gen.text)
+    strict_reason = check_keys(p.value, cfg.halu.keys) if p.ok else "not parsed"
+    return {**base, "parsed": p.ok, "strict": p.ok and strict_reason is None, "pred_label": extract_label(
+        p.value, cfg.halu.label_key), "gold_label": row.fields["gold_label"], "method": p.method,
+        "value": p.value, "reason": p.reason, "strict_reason": strict_reason}
+
+
+def _reason_code(reason: str | None) -> str:
+    if reason is None:
+        return "ok"
+    for code, prefix in (("no_brace", "no '{'"), ("unclosed", "the first"), ("unparseable", "the earliest"),
+                         ("not_dict", "parsed to")):
+        if reason.startswith(prefix):
+            return code
+    return "other"
+
+
+# ---------------------------------------------------------------- 5. metrics
+
+
+def _with_ci(name: str, rows: list[dict], cfg: EvalConfig) -> dict[str, float | int]:
+    v, lo, hi = M.bootstrap(name, rows, n=cfg.bootstrap, seed=cfg.seed, level=cfg.ci_level,
+                            groups=[r["example_id"] for r in rows])
+    return {"value": v, "ci_low": lo, "ci_high": hi, "n": len(rows)}
+
+
+def halu_metrics(preds: list[dict], cfg: EvalConfig) -> dict[str, Any]:
+    """Per set (with CIs), per phrasing, robustness (mean/min/spread; seen vs unseen gap), failure reasons."""
+    sets = list(dict.fromkeys(p["set"] for p in preds))
+    out: dict[str, Any] = {"sets": {}, "per_instruction": {}, "robustness": {}}
+    labelled = all(p["gold_label"] is not None for p in preds)
+    names = HALU_METRICS if labelled else HALU_METRICS[:2]
+    for s in sets:
+        rows = [p for p in preds if p["set"] == s]
+        out["sets"][s] = {n: _with_ci(n, rows, cfg) for n in names}
+        out["sets"][s]["failures"] = dict(Counter(_reason_code(p["reason"]) for p in rows))
+        out["sets"][s]["finish_reasons"] = dict(Counter(p["finish_reason"] for p in rows))
+        per = {}
+        for iid in dict.fromkeys(p["instruction_id"] for p in rows):
+            irows = [p for p in rows if p["instruction_id"] == iid]
+            per[iid] = {"n": len(irows), **{n: M.compute(n, irows) for n in PER_PHRASING if n in names}}
+        out["per_instruction"][s] = per
+        out["robustness"][s] = {n: M.summarize({k: v[n] for k, v in per.items()}) for n in PER_PHRASING
+                                if n in names}
+    if "seen" in out["robustness"] and "unseen" in out["robustness"]:
+        out["seen_unseen_gap"] = {n: out["robustness"]["seen"][n]["mean"] - out["robustness"]["unseen"][n]["mean"]
+                                  for n in out["robustness"]["seen"]}
+    return out
+
+
+def translation_metrics(preds: list[dict], cfg: EvalConfig) -> dict[str, Any]:
+    """BLEU and chrF++ with CIs; BLEURT / COMET when a local checkpoint is configured."""
+    from delia.evaluation import neural
+
+    t = cfg.translation
+    names = ["bleu", "chrf++"]
+    if t.bleurt_checkpoint:
+        for p, s in zip(preds, neural.bleurt_scores([p["hyp"] for p in preds], [p["ref"] for p in preds],
+                                                    t.bleurt_checkpoint)):
+            p["bleurt"] = s
+        names.append("bleurt")
+    if t.comet_checkpoint:
+        for p, s in zip(preds, neural.comet_scores([p["src"] for p in preds], [p["hyp"] for p in preds],
+                                                   [p["ref"] for p in preds], t.comet_checkpoint)):
+            p["comet"] = s
+        names.append("comet")
+    out: dict[str, Any] = {"sets": {}}
+    for s in dict.fromkeys(p["set"] for p in preds):
+        rows = [p for p in preds if p["set"] == s]
+        out["sets"][s] = {n: _with_ci(n, rows, cfg) for n in names}
+        out["sets"][s]["empty_outputs"] = sum(not p["hyp"] for p in rows)
+        out["sets"][s]["finish_reasons"] = dict(Counter(p["finish_reason"] for p in rows))
+    return out
+
+
+# ---------------------------------------------------------------- 6. analyses
+
+
+def analyses(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[str, Any]) -> dict[str, Any]:
+    """Teacher-forced loss + first-token state space per set, and the concept L2 of the special token."""
+    from tqdm import tqdm
+
+    from delia.evaluation.hidden import concept_distances
+    from delia.evaluation.scoring import aggregate, encode, score
+
+    out: dict[str, Any] = {}
+    a = cfg.analysis
+    has_gold = any(r.gold for r in rows)
+    if a.score == "on" or (a.score == "auto" and has_gold):
+        todo = [r for r in rows if r.gold or a.score == "on"]
+        enc = [encode(tok, r.prompt, r.gold) for r in todo]
+        with tqdm(total=len(enc), desc="score", unit="row") as bar:
+            scores = score(model, enc, tok.pad_token_id, a.score_batch_size, on_batch=bar.update)
+        out["scoring"] = {s: aggregate([sc for r, sc in zip(todo, scores) if r.set == s])
+                          for s in dict.fromkeys(r.set for r in todo)}
+    if a.hidden and cfg.task == "halu":
+        token = cfg.halu.special_tokens[0] if cfg.halu.special_tokens else None
+        if token:
+            ensure_tokens(model, tok, [token], cfg, info)  # after generation: it cannot change the outputs
+        if token and token in tok.get_vocab():
+            out["hidden"] = concept_distances(model, tok, token, a.concept_words, a.probe).to_dict()
+        else:
+            out["hidden"] = {"skipped": f"{token!r} is not in the tokenizer (token_init none)"}
+    return out
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def _clean(obj: Any) -> Any:
+    """NaN -> None so metrics.json is valid JSON."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def run_eval(cfg: EvalConfig) -> dict[str, Any]:
+    """Evaluate `cfg.model` (+ `cfg.adapter`) on `cfg.data`; write OUT/{metrics.json, predictions.jsonl,
+    summary.md, *.png, config.yaml, generations.jsonl}.
+
+    Returns:
+        The metrics dict written to metrics.json.
+    """
+    from delia.evaluation.report import write_plots, write_summary
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+
+    # 1. prompts (a baseline's prompt hook may rewrite them: ICL demonstrations, DiPMT hints)
+    rows = halu_rows(cfg) if cfg.task == "halu" else translation_rows(cfg)
+    if cfg.prompt_hook:
+        rows = _hooks().PROMPT_HOOKS.get(cfg.prompt_hook)(rows, cfg, **cfg.hook_options)
+    if not rows:
+        raise ValueError(f"{cfg.data}: no examples to evaluate")
+
+    # 2. model
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    model, tok, info = load_for_eval(cfg, rows)
+
+    # 3. generation (resumable)
+    gens, speed = generate_rows(model, tok, rows, cfg, info)
+
+    # 4. parse and keep every prediction
+    preds = [predict(r, g, cfg) for r, g in zip(rows, gens)]
+
+    # 5. metrics with bootstrap intervals
+    task_metrics = halu_metrics(preds, cfg) if cfg.task == "halu" else translation_metrics(preds, cfg)
+    with (out / "predictions.jsonl").open("w", encoding="utf-8") as f:
+        for p in preds:
+            f.write(json.dumps(_clean(p), ensure_ascii=False) + "\n")
+
+    # 6. analyses (loss, state space, hidden-state alignment)
+    extra = analyses(model, tok, rows, cfg, info)
+
+    # 7. save
+    metrics = _clean({"task": cfg.task, "data": cfg.data, "model": info,
+                      "n_examples": len({r.example_id for r in rows}), "n_rows": len(rows),
+                      "instructions": cfg.halu.instructions if cfg.task == "halu" else None,
+                      **task_metrics, **extra, "speed": speed})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    metrics["plots"] = write_plots(metrics, out)
+    write_summary(metrics, out / "summary.md")
+    return metrics

@@ -1,0 +1,104 @@
+"""Metric values equal hand-computed ones; BLEU/chrF++ equal sacrebleu; bootstrap is seeded and sane."""
+
+import math
+
+import pytest
+import sacrebleu
+
+from delia.evaluation import metrics as M
+
+
+def halu(parsed, strict, pred, gold):
+    return {"parsed": parsed, "strict": strict, "pred_label": pred, "gold_label": gold}
+
+
+ROWS = [
+    halu(True, True, "yes", "yes"),    # TP
+    halu(True, True, "no", "yes"),     # FN
+    halu(True, False, "yes", "no"),    # FP (extra keys, still parsed)
+    halu(False, False, None, "yes"),   # unparsed: wrong, FN
+    halu(True, True, "no", "no"),      # TN
+]
+
+
+def test_halu_metrics_by_hand():
+    assert M.compute("format_accuracy", ROWS) == pytest.approx(4 / 5)
+    assert M.compute("format_accuracy_strict", ROWS) == pytest.approx(3 / 5)
+    assert M.compute("label_accuracy", ROWS) == pytest.approx(2 / 5)
+    # TP=1, predicted yes=2, gold yes=3
+    assert M.compute("label_precision", ROWS) == pytest.approx(1 / 2)
+    assert M.compute("label_recall", ROWS) == pytest.approx(1 / 3)
+    assert M.compute("label_f1", ROWS) == pytest.approx(2 * 0.5 * (1 / 3) / (0.5 + 1 / 3))
+
+
+def test_undefined_values_are_nan():
+    rows = [halu(True, True, "no", "no")]
+    assert math.isnan(M.compute("label_precision", rows))
+    assert math.isnan(M.compute("label_recall", rows))
+    assert math.isnan(M.compute("label_f1", rows))
+    assert math.isnan(M.compute("format_accuracy", []))
+
+
+HYPS = ["The cat sat on the mat.", "Hún fór heim í gær", "a completely different sentence", ""]
+REFS = ["The cat is sitting on the mat.", "Hún fór heim í gær.", "Nothing in common here", "Empty hypothesis"]
+
+
+def test_bleu_and_chrfpp_equal_sacrebleu():
+    rows = [{"hyp": h, "ref": r} for h, r in zip(HYPS, REFS)]
+    assert M.compute("bleu", rows) == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS]).score, abs=1e-9)
+    chrf = sacrebleu.metrics.CHRF(word_order=2).corpus_score(HYPS, [REFS]).score
+    assert M.compute("chrf++", rows) == pytest.approx(chrf, abs=1e-9)
+    assert M.compute("bleu", rows[:1]) == pytest.approx(sacrebleu.corpus_bleu(HYPS[:1], [REFS[:1]]).score)
+    same = [{"hyp": "one two three four five", "ref": "one two three four five"}]
+    assert M.compute("bleu", same) == pytest.approx(100.0)
+
+
+def test_bootstrap_is_seeded_and_brackets_the_value():
+    rows = [halu(i % 3 != 0, True, "no", "no") for i in range(60)]
+    v, lo, hi = M.bootstrap("format_accuracy", rows, n=500, seed=1)
+    assert v == pytest.approx(40 / 60)
+    assert lo < v < hi and 0.5 < lo and hi < 0.8
+    assert (v, lo, hi) == M.bootstrap("format_accuracy", rows, n=500, seed=1)
+    # the normal approximation: p +- 1.96 * sqrt(p (1 - p) / n) = [0.548, 0.786]
+    half = 1.96 * math.sqrt(v * (1 - v) / 60)
+    assert lo == pytest.approx(v - half, abs=0.03) and hi == pytest.approx(v + half, abs=0.03)
+    v0, lo0, hi0 = M.bootstrap("format_accuracy", rows, n=0)
+    assert v0 == v and math.isnan(lo0) and math.isnan(hi0)
+
+
+def test_cluster_bootstrap_resamples_examples():
+    """Each example answered under 3 phrasings identically: resampling examples gives the single-row interval,
+    while treating the 3x rows as independent would give a too-narrow one."""
+    rows = [halu(i % 3 != 0, True, "no", "no") for i in range(60)]
+    tripled = [r for r in rows for _ in range(3)]
+    ids = [i for i in range(60) for _ in range(3)]
+    single = M.bootstrap("format_accuracy", rows, n=500, seed=3, groups=list(range(60)))
+    assert M.bootstrap("format_accuracy", tripled, n=500, seed=3, groups=ids) == pytest.approx(single)
+    naive = M.bootstrap("format_accuracy", tripled, n=500, seed=3)
+    assert naive[2] - naive[1] < 0.75 * (single[2] - single[1])
+
+
+def test_bootstrap_of_corpus_bleu_matches_resampled_sacrebleu():
+    """A resample is a count vector over sentences: the same as scoring the resampled corpus with sacrebleu."""
+    import numpy as np
+
+    rows = [{"hyp": h, "ref": r} for h, r in zip(HYPS, REFS)]
+    stats = M.METRICS.get("bleu").stats(rows)
+    counts = np.array([2, 0, 1, 1])
+    idx = [0, 0, 2, 3]
+    expect = sacrebleu.corpus_bleu([HYPS[i] for i in idx], [[REFS[i] for i in idx]]).score
+    assert M.METRICS.get("bleu").reduce(counts @ stats) == pytest.approx(expect)
+
+
+def test_robustness_summary():
+    s = M.summarize({"a": 0.5, "b": 0.9, "c": 0.7, "d": math.nan})
+    assert s["n_phrasings"] == 3
+    assert s["mean"] == pytest.approx(0.7) and s["min"] == 0.5 and s["max"] == 0.9
+    assert s["spread"] == pytest.approx(0.4)
+    assert s["std"] == pytest.approx(math.sqrt(((0.2) ** 2 * 2) / 3))
+
+
+def test_metrics_are_registered():
+    names = set(M.METRICS)
+    assert {"format_accuracy", "format_accuracy_strict", "label_accuracy", "label_precision", "label_recall",
+            "label_f1", "bleu", "chrf++", "bleurt", "comet"} <= names
