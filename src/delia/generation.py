@@ -2,17 +2,25 @@
 
 Shared by self-sampling (`delia sample`) and evaluation (`delia eval`). Rows are sorted by prompt length
 so a batch wastes little on padding; a row stops at EOS, at a stop string, or when `stop_fn(text)` says
-its answer is complete (e.g. the JSON object closed); the batch ends when every row has stopped.
+its answer is complete (e.g. the JSON object closed).
+
+Why our own decode loop instead of `model.generate`: `generate` keeps computing every row of a batch
+until the last one stops, so one long answer makes the whole batch pay for its length. Here a finished
+row is dropped from the batch (and from the KV cache) at once, and when half the batch has finished the
+next prompts are prefilled and merged into it (continuous batching, as vLLM does), so the batch stays
+full. The prompt pass computes logits for the last position only, and stop strings are checked on a short
+decoded tail, not on the whole text each step. Greedy decoding gives the same tokens as `model.generate`
+(tested).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+if TYPE_CHECKING:  # torch is imported lazily so that engines/registries stay cheap to import
+    import torch
 
 Prompt = str | list[dict[str, str]]
 
@@ -45,80 +53,188 @@ def render_prompt(tokenizer, prompt: Prompt) -> str:
     return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
 
 
-class _RowStop(StoppingCriteria):
-    """Per-row stop: a stop string appeared, or `stop_fn` accepts the text so far."""
-
-    def __init__(self, tokenizer, prompt_len: int, stop: Sequence[str], stop_fn: Callable[[str], bool] | None):
-        self.tokenizer, self.prompt_len, self.stop, self.stop_fn = tokenizer, prompt_len, list(stop), stop_fn
-
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        new = input_ids[:, self.prompt_len:]
-        for i, row in enumerate(new):
-            text = self.tokenizer.decode(row, skip_special_tokens=True)
-            done[i] = any(s in text for s in self.stop) or bool(self.stop_fn and self.stop_fn(text))
-        return done
-
-
 def _cut(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     cut = min((text.index(s) for s in stop if s in text), default=None)
     return (text[:cut], True) if cut is not None else (text, False)
 
 
-@torch.inference_mode()
+def _eos_ids(model, tokenizer) -> set[int]:
+    cfg_eos = model.generation_config.eos_token_id
+    return {tokenizer.eos_token_id, *(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos])} - {None}
+
+
+def _next_tokens(logits: torch.Tensor, params: GenParams, gen: torch.Generator) -> torch.Tensor:
+    """Greedy, or temperature + nucleus (top-p) sampling, on (rows, vocab) logits."""
+    import torch
+
+    if params.temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_p, sorted_i = probs.sort(dim=-1, descending=True)
+        # drop a token when the mass of the tokens ranked above it already reaches top_p (keeps >= 1 token)
+        drop = (sorted_p.cumsum(-1) - sorted_p) >= params.top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        choice = torch.multinomial(sorted_p, 1, generator=gen)
+        return sorted_i.gather(-1, choice).squeeze(-1)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+def _prefill(model, rows: list[list[int]], pad_id: int):
+    """Run the prompt pass for left-padded `rows`; returns (cache, mask, last positions, next-token logits)."""
+    import torch
+    from transformers import DynamicCache
+
+    n, width = len(rows), max(len(e) for e in rows)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for r, e in enumerate(rows):  # left padding: the next token follows the prompt directly
+        ids[r, width - len(e):] = torch.tensor(e)
+        mask[r, width - len(e):] = 1
+    ids, mask = ids.to(model.device), mask.to(model.device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+                logits_to_keep=1)
+    return cache, mask, pos[:, -1], out.logits[:, -1, :]
+
+
+def _mergeable(cache) -> bool:
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def _pad_left(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    if n == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = n
+    import torch
+
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+def _merge(cache, mask: torch.Tensor, cache_b, mask_b: torch.Tensor) -> torch.Tensor:
+    """Append the rows of (cache_b, mask_b) to (cache, mask), left-padding the shorter side; returns the mask."""
+    import torch
+
+    la, lb = mask.shape[1], mask_b.shape[1]
+    width = max(la, lb)
+    for a, b in zip(cache.layers, cache_b.layers):
+        a.keys = torch.cat([_pad_left(a.keys, width - la, 2), _pad_left(b.keys, width - lb, 2)], dim=0)
+        a.values = torch.cat([_pad_left(a.values, width - la, 2), _pad_left(b.values, width - lb, 2)], dim=0)
+    return torch.cat([_pad_left(mask, width - la, 1), _pad_left(mask_b, width - lb, 1)], dim=0)
+
+
+def _trim(cache, mask: torch.Tensor) -> torch.Tensor:
+    """Drop leading columns that are padding for every row left (after long rows have finished)."""
+    used = (mask.sum(0) > 0).nonzero()
+    c = int(used[0]) if len(used) else 0
+    if c > 0:
+        for layer in cache.layers:
+            layer.keys, layer.values = layer.keys[:, :, c:], layer.values[:, :, c:]
+        mask = mask[:, c:]
+    return mask
+
+
 def generate(model, tokenizer, prompts: Sequence[Prompt], params: GenParams, batch_size: int = 16,
              stop_fn: Callable[[str], bool] | None = None,
              on_batch: Callable[[list[int], list[Generation]], None] | None = None) -> list[Generation]:
     """Generate one completion per prompt, in input order.
 
+    Rows are taken longest prompt first. A finished row leaves the batch (and the KV cache) at once; when
+    half the batch has finished, the next prompts are prefilled and merged into the running batch
+    (continuous batching), so the batch stays full without waiting for its longest answer.
+
     Args:
         prompts: chat message lists (rendered with the chat template) or already-rendered strings.
-        params: decoding parameters.
-        batch_size: rows per forward pass.
+        params: decoding parameters. Sampling uses one generator seeded with `params.seed` per call.
+        batch_size: most rows per forward pass.
         stop_fn: optional per-row predicate on the generated text; True ends that row ("stop").
-        on_batch: called after each batch with (input indices, generations), e.g. to append to a cache.
+        on_batch: called with (input indices, generations) each time finished rows are handed out (before
+            new rows join the batch, and at the end), e.g. to append them to a cache.
     Returns:
-        One Generation per prompt.
+        One Generation per prompt. `n_new_tokens` counts the generated tokens including a final EOS.
     """
-    texts = [render_prompt(tokenizer, p) for p in prompts]
-    enc = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: len(enc[i]), reverse=True)
+    import torch
+
+    if batch_size < 1 or params.max_new_tokens < 1:
+        raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size}, {params.max_new_tokens}")
+    enc = [tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
+    pending = sorted(range(len(enc)), key=lambda i: len(enc[i]), reverse=True)[::-1]  # pop() = longest
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    results: list[Generation | None] = [None] * len(texts)
-    sample = params.temperature > 0
-    cfg_eos = model.generation_config.eos_token_id
-    eos_ids = {tokenizer.eos_token_id, *(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos])} - {None}
-    for b, start in enumerate(range(0, len(order), batch_size)):
-        idx = order[start:start + batch_size]
-        width = max(len(enc[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for r, i in enumerate(idx):  # left padding: the next token follows the prompt directly
-            ids[r, width - len(enc[i]):] = torch.tensor(enc[i])
-            mask[r, width - len(enc[i]):] = 1
-        ids, mask = ids.to(model.device), mask.to(model.device)
-        stopping = StoppingCriteriaList()
-        if params.stop or stop_fn:
-            stopping.append(_RowStop(tokenizer, width, params.stop, stop_fn))
-        if sample:
-            torch.manual_seed(params.seed + b)
-        out = model.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=params.max_new_tokens, do_sample=sample,
-            temperature=params.temperature if sample else None, top_p=params.top_p if sample else None,
-            top_k=None, pad_token_id=pad_id, stopping_criteria=stopping,
-        )
-        gens = []
-        for r, i in enumerate(idx):
-            new = out[r, width:].tolist()
-            n = next((k + 1 for k, t in enumerate(new) if t in eos_ids), None)
-            hit_eos = n is not None
-            new = new[:n] if hit_eos else new
-            text, hit_stop = _cut(tokenizer.decode(new, skip_special_tokens=True), params.stop)
-            finished = hit_eos or hit_stop or bool(stop_fn and stop_fn(text))
-            # count generated tokens without the pad tail of rows that stopped before the batch did
-            n_new = len(new) if hit_eos else sum(1 for t in new if t != pad_id) or len(new)
-            gens.append(Generation(text, len(enc[i]), n_new, "stop" if finished else "length"))
-            results[i] = gens[-1]
-        if on_batch:
-            on_batch(idx, gens)
+    eos = _eos_ids(model, tokenizer)
+    max_stop = max((len(s) for s in params.stop), default=0)
+    results: list[Generation | None] = [None] * len(enc)
+    new: dict[int, list[int]] = {}
+    finished: list[int] = []
+
+    def finish(i: int, stopped: bool) -> None:
+        toks = new.pop(i)
+        hit_eos = stopped and bool(toks) and toks[-1] in eos
+        text, hit_stop = _cut(tokenizer.decode(toks[:-1] if hit_eos else toks, skip_special_tokens=True),
+                              params.stop)
+        done = stopped or hit_stop or bool(stop_fn and stop_fn(text))
+        results[i] = Generation(text, len(enc[i]), len(toks), "stop" if done else "length")
+        finished.append(i)
+
+    def flush() -> None:
+        if on_batch and finished:
+            on_batch(list(finished), [results[i] for i in finished])  # type: ignore[misc]
+        finished.clear()
+
+    def stops(i: int) -> bool:
+        toks = new[i]
+        if toks[-1] in eos:
+            return True
+        if params.stop:  # a stop string can only end in the newest tokens: decode a short tail
+            tail = tokenizer.decode(toks[-(max_stop + 8):], skip_special_tokens=True)
+            if any(s in tail for s in params.stop):
+                return True
+        return bool(stop_fn and stop_fn(tokenizer.decode(toks, skip_special_tokens=True)))
+
+    gen = torch.Generator(device=model.device).manual_seed(params.seed)
+    rows: list[int] = []  # batch row -> input index
+    cache = mask = last_pos = logits = None
+    with torch.inference_mode():
+        while pending or rows:
+            # refill: when half the batch is done (or, for caches we cannot merge, all of it)
+            if pending and (not rows or (len(rows) <= batch_size // 2 and _mergeable(cache))):
+                flush()
+                take = [pending.pop() for _ in range(min(batch_size - len(rows), len(pending)))]
+                c2, m2, p2, l2 = _prefill(model, [enc[i] for i in take], pad_id)
+                if rows:
+                    mask = _merge(cache, mask, c2, m2)
+                    last_pos, logits = torch.cat([last_pos, p2]), torch.cat([logits, l2])
+                else:
+                    cache, mask, last_pos, logits = c2, m2, p2, l2
+                rows += take
+                new.update({i: [] for i in take})
+            tok = _next_tokens(logits, params, gen)
+            keep = []
+            for b, t in enumerate(tok.tolist()):
+                i = rows[b]
+                new[i].append(t)
+                if stops(i):
+                    finish(i, stopped=True)
+                elif len(new[i]) >= params.max_new_tokens:
+                    finish(i, stopped=False)
+                else:
+                    keep.append(b)
+            if not keep:
+                rows = []
+                continue
+            if len(keep) < len(rows):  # drop finished rows from the batch and the cache
+                sel = torch.tensor(keep, device=model.device)
+                cache.batch_select_indices(sel)
+                tok, mask, last_pos = tok[sel], mask[sel], last_pos[sel]
+                rows = [rows[b] for b in keep]
+                if _mergeable(cache):
+                    mask = _trim(cache, mask)
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+            last_pos = last_pos + 1
+            logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=last_pos[:, None],
+                           past_key_values=cache, use_cache=True).logits[:, -1, :]
+    flush()
     return results  # type: ignore[return-value]

@@ -1,0 +1,184 @@
+"""`openai` engine: any OpenAI-compatible endpoint (vLLM / llama.cpp / TGI servers, hosted APIs).
+
+Requests run concurrently on a thread pool sharing one `httpx.Client`. HTTP 429, 408, 5xx, timeouts and
+connection errors are retried with exponential backoff and jitter (a server's `Retry-After` wins); other
+4xx answers fail that row only. When the endpoint stays unreachable the run stops with one clear error
+instead of retrying every remaining row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
+
+from delia.generation import Generation, GenParams, Prompt
+from delia.sampling.engines.base import ENGINES, EngineError, OnBatch, RowsFailed
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class _RowError(Exception):
+    """This row failed for good (a non-retryable answer, or retries exhausted on a retryable one)."""
+
+
+class _Unreachable(Exception):
+    """The endpoint could not be reached at all after every retry."""
+
+
+@ENGINES.register("openai", help="Any OpenAI-compatible chat endpoint: concurrent requests, retries, key from env")
+class OpenAIEngine:
+    """Chat prompts go to `/chat/completions`, string prompts to `/completions`.
+
+    Args:
+        model: the model name the server serves (sent as `model`).
+        base_url: API root including the version, e.g. `http://127.0.0.1:8000/v1`.
+        api_key_env: environment variable holding the key; unset means no Authorization header
+            (local servers usually need none).
+        concurrency: requests in flight at once.
+        max_retries: retries per request after the first attempt.
+        timeout: seconds per request (connect, read and write).
+        backoff: first retry delay in seconds; doubles per retry, capped at `max_backoff`, with jitter.
+        max_backoff: the longest single wait.
+    """
+
+    name = "openai"
+
+    def __init__(self, model: str, base_url: str = "http://127.0.0.1:8000/v1", api_key_env: str = "OPENAI_API_KEY",
+                 concurrency: int = 8, max_retries: int = 5, timeout: float = 120.0, backoff: float = 1.0,
+                 max_backoff: float = 60.0) -> None:
+        import httpx
+
+        if concurrency < 1 or max_retries < 0 or timeout <= 0:
+            raise ValueError("concurrency must be >= 1, max_retries >= 0 and timeout > 0")
+        self.model, self.base_url = model, base_url.rstrip("/")
+        self.concurrency, self.max_retries = concurrency, max_retries
+        self.backoff, self.max_backoff = backoff, max_backoff
+        key = os.environ.get(api_key_env, "")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
+                                    limits=httpx.Limits(max_connections=concurrency))
+        self._stop = threading.Event()
+
+    def identity(self) -> str:
+        # the served model name, not the URL: moving a server to another port must not invalidate the cache
+        return f"openai:{self.model}"
+
+    def close(self) -> None:
+        self._client.close()
+
+    # ------------------------------------------------------------ requests
+
+    def request_body(self, prompt: Prompt, params: GenParams) -> tuple[str, dict[str, Any]]:
+        """(path, JSON body) for one prompt: pure, so the mapping can be checked exactly."""
+        body: dict[str, Any] = {"model": self.model, "max_tokens": params.max_new_tokens,
+                                "temperature": params.temperature, "top_p": params.top_p, "seed": params.seed}
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if isinstance(prompt, str):
+            return "/completions", {**body, "prompt": prompt}
+        return "/chat/completions", {**body, "messages": list(prompt)}
+
+    @staticmethod
+    def parse_response(data: dict[str, Any], chat: bool) -> Generation:
+        """The Generation for a (chat) completion response; raises _RowError when it holds no choice."""
+        try:
+            choice = data["choices"][0]
+            text = choice["message"]["content"] if chat else choice["text"]
+        except (KeyError, IndexError, TypeError):
+            raise _RowError(f"response has no choices[0] text: {str(data)[:200]}") from None
+        usage = data.get("usage") or {}
+        reason = "length" if choice.get("finish_reason") == "length" else "stop"
+        return Generation(text or "", int(usage.get("prompt_tokens") or 0),
+                          int(usage.get("completion_tokens") or 0), reason)
+
+    def _wait(self, attempt: int, retry_after: str | None) -> None:
+        delay = min(self.max_backoff, self.backoff * 2 ** attempt) * (0.5 + random.random() / 2)
+        if retry_after:
+            try:
+                delay = min(self.max_backoff, max(float(retry_after), 0.0))
+            except ValueError:
+                pass  # an HTTP date; keep our own backoff
+        self._stop.wait(delay)
+
+    def _one(self, prompt: Prompt, params: GenParams) -> Generation:
+        import httpx
+
+        path, body = self.request_body(prompt, params)
+        last, kind = "", _RowError
+        for attempt in range(self.max_retries + 1):
+            if self._stop.is_set():
+                raise _Unreachable("stopped")
+            retry_after = None
+            try:
+                resp = self._client.post(path, json=body)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                last, kind = f"cannot connect to {self.base_url} ({e or type(e).__name__})", _Unreachable
+            except httpx.TransportError as e:  # read timeouts, dropped connections: the server is there
+                last, kind = f"{type(e).__name__}: {e}", _RowError
+            else:
+                if resp.status_code == 200:
+                    try:
+                        data = resp.json()
+                    except ValueError:
+                        raise _RowError(f"invalid JSON in response: {resp.text[:200]!r}") from None
+                    return self.parse_response(data, chat=path == "/chat/completions")
+                last, kind = f"HTTP {resp.status_code} from {path}: {resp.text[:300]}", _RowError
+                if resp.status_code not in RETRY_STATUS:
+                    raise _RowError(last)
+                retry_after = resp.headers.get("retry-after")
+            if attempt < self.max_retries:
+                log.info("retrying (%d/%d) after %s", attempt + 1, self.max_retries, last)
+                self._wait(attempt, retry_after)
+        raise kind(f"{last}; gave up after {self.max_retries + 1} attempts")
+
+    # ------------------------------------------------------------ the engine interface
+
+    def generate(self, prompts: Sequence[Prompt], params: GenParams,
+                 on_batch: OnBatch | None = None) -> list[Generation]:
+        """Send every prompt (`concurrency` at a time); see the module docstring for retries.
+
+        Raises:
+            EngineError: the endpoint is unreachable (rows finished before that were passed to on_batch).
+            RowsFailed: some rows failed for good; every other row finished and was passed to on_batch.
+        """
+        self._stop.clear()
+        results: list[Generation | None] = [None] * len(prompts)
+        failed: dict[int, str] = {}
+        pending: list[int] = []
+
+        def flush() -> None:
+            if on_batch and pending:
+                on_batch(list(pending), [results[i] for i in pending])  # type: ignore[misc]
+            pending.clear()
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = {pool.submit(self._one, p, params): i for i, p in enumerate(prompts)}
+            try:
+                for fut in as_completed(futures):
+                    i = futures[fut]
+                    try:
+                        results[i] = fut.result()
+                    except _RowError as e:
+                        failed[i] = str(e)
+                        continue
+                    pending.append(i)
+                    if len(pending) >= self.concurrency:
+                        flush()
+            except _Unreachable as e:
+                self._stop.set()
+                for f in futures:
+                    f.cancel()
+                flush()
+                raise EngineError(f"openai engine: {e}") from None
+            finally:
+                flush()
+        if failed:
+            raise RowsFailed(failed, results)
+        return results  # type: ignore[return-value]
