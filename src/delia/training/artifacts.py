@@ -1,0 +1,150 @@
+"""What a training run leaves in RUN/, and how to load it back onto a fresh base model.
+
+RUN/ layout (format 1):
+    adapter_config.json, adapter_model.safetensors   PEFT adapter: LoRA + the trained rows of the new tokens
+    tokenizer*.json, special_tokens_map.json ...      the tokenizer with the new token(s)
+    new_rows.safetensors                              the embedding rows added by the resize, as initialised
+    delia_run.json                                    base model + identity, special-token info, resolved config
+    train_log.json                                    loss, learning rate and tokens/s per logged step
+    checkpoints/checkpoint-N/                         Trainer checkpoints (resume)
+    tensorboard/                                      TensorBoard event files
+    merged/                                           a merged full model (only with --merge)
+
+The adapter holds the trained token rows but not the full embedding matrices (`save_embedding_layers=False`):
+loading needs the base resized first, which `load_trained` does from `delia_run.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "delia_run.json"
+ROWS_FILE = "new_rows.safetensors"
+LOG_FILE = "train_log.json"
+FORMAT = 1
+
+
+class RunError(ValueError):
+    """A run directory that cannot be loaded or resumed; the message names the directory and what is wrong."""
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON atomically (temporary file, then rename) so an interrupt never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_run_meta(run_dir: str | Path) -> dict[str, Any]:
+    """The parsed `delia_run.json` of a run directory.
+
+    Raises:
+        RunError: the directory holds no finished run.
+    """
+    run_dir = Path(run_dir)
+    meta_path = run_dir / RUN_FILE
+    if not meta_path.exists():
+        hint = ""
+        if (run_dir / "checkpoints").is_dir():
+            hint = " (it has checkpoints: the run was interrupted; rerun `delia train` with the same --out to resume)"
+        raise RunError(f"{run_dir}: no {RUN_FILE}, not a finished delia training run{hint}")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise RunError(f"{meta_path}: unknown run format {meta.get('format')!r} (this delia reads {FORMAT})")
+    if not (run_dir / "adapter_model.safetensors").exists():
+        raise RunError(f"{run_dir}: adapter_model.safetensors missing")
+    return meta
+
+
+def save_new_rows(model, old_rows: int, path: str | Path) -> None:
+    """Save the embedding rows [old_rows:] (input, and output when untied) exactly as initialised."""
+    from safetensors.torch import save_file
+
+    from delia.models import is_tied
+
+    tensors = {"input": model.get_input_embeddings().weight[old_rows:].detach().float().contiguous().clone()}
+    if not is_tied(model) and model.get_output_embeddings() is not None:
+        tensors["output"] = model.get_output_embeddings().weight[old_rows:].detach().float().contiguous().clone()
+    save_file(tensors, str(path))
+
+
+def restore_new_rows(model, new_rows: int, old_rows: int, path: str | Path | None) -> None:
+    """Resize `model` to `new_rows` and write back the rows saved by `save_new_rows`.
+
+    Rows of tokens the adapter trains are replaced by the adapter anyway; writing the saved init keeps any
+    extra padding rows (pad_to_multiple_of) bit-identical too, so logits match training exactly.
+    """
+    from delia.models import is_tied
+
+    rows = model.get_input_embeddings().weight.shape[0]
+    if rows != old_rows:
+        raise RunError(f"the base model has {rows} embedding rows but the run was trained on a base with "
+                       f"{old_rows}: wrong base model?")
+    if new_rows == old_rows:
+        return
+    tied = is_tied(model)
+    model.resize_token_embeddings(new_rows, mean_resizing=False)
+    if tied and not is_tied(model):
+        raise RunError("resizing untied the base model's embeddings")
+    if path is None or not Path(path).exists():
+        log.warning("no %s: rows beyond the trained tokens keep transformers' random init", ROWS_FILE)
+        return
+    import torch
+    from safetensors.torch import load_file
+
+    saved = load_file(str(path))
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        emb[old_rows:] = saved["input"].to(emb.dtype)
+        if "output" in saved and not is_tied(model):
+            out = model.get_output_embeddings().weight
+            out[old_rows:] = saved["output"].to(out.dtype)
+
+
+def load_trained(run_dir: str | Path, dtype: str = "auto", device: str = "cpu", base: str | None = None,
+                 merge: bool = False):
+    """Load a finished run: the base model, resized and initialised as in training, with the adapter applied.
+
+    Args:
+        run_dir: the `--out` directory of `delia train`.
+        dtype: 'auto' (bf16 where the hardware supports it, else fp32), 'bf16', 'fp32' or 'fp16'.
+        device: torch device string.
+        base: load onto this model name/path instead of the one recorded in the run (its identity must match
+            unless it is the same name; use for a moved local directory).
+        merge: merge LoRA and token rows into the weights (faster generation; logits then differ by rounding).
+    Returns:
+        (model, tokenizer): a `peft.PeftModel` in eval mode (a plain model when `merge`) and the run's tokenizer.
+    Raises:
+        RunError: the directory is not a finished run, or the base model does not match.
+    """
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from delia.models import load_model, model_identity
+
+    run_dir = Path(run_dir)
+    meta = read_run_meta(run_dir)
+    base_name = base or meta["base_model"]
+    identity = model_identity(base_name)
+    if identity != meta.get("base_identity"):
+        raise RunError(f"{run_dir}: trained on {meta['base_model']} ({meta.get('base_identity')}), but "
+                       f"{base_name} is {identity}; pass the right base")
+    model = load_model(base_name, dtype=dtype, device=device)
+    tok = AutoTokenizer.from_pretrained(str(run_dir))
+    info = meta["special_tokens"]
+    restore_new_rows(model, info["new_rows"], info["old_rows"], run_dir / ROWS_FILE)
+    for token, tid in zip(info["tokens"], info["ids"]):
+        if tok.convert_tokens_to_ids(token) != tid:
+            raise RunError(f"{run_dir}: tokenizer maps {token!r} to {tok.convert_tokens_to_ids(token)}, "
+                           f"the run trained id {tid}")
+    model = PeftModel.from_pretrained(model, str(run_dir), is_trainable=False, torch_device=device)
+    if merge:
+        model = model.merge_and_unload()
+    return model.eval(), tok

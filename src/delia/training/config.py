@@ -1,0 +1,99 @@
+"""`TrainConfig`: every knob of `delia train`, defaulting to the DELIA paper's LoRA recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from delia.config import ConfigError, opt
+
+PAPER_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+@dataclass
+class TrainConfig:
+    """LoRA SFT through TRL/PEFT. Defaults are the paper's recipe (baselines.md section 0)."""
+
+    data: str = opt("", help="Training JSONL (chat `messages` rows ending with an assistant turn).")
+    out: str = opt("", help="Run directory: adapter, tokenizer, delia_run.json, logs, checkpoints.")
+    model: str = opt("smollm2-135m-instruct", help="Base model: embedded name, .gguf file, HF directory or hub id.")
+    data_format: str = opt("auto", help="Input format name (see `delia ls formats`), or auto.")
+
+    # new special tokens
+    special_tokens: list[str] = opt(["<sep>"], help="Tokens to add and train (union with DIR/manifest.json's).")
+    token_init: str = opt("mean_vocab", help="Init of new rows: random | mean | mean_vocab.")
+    token_description: str = opt("", help="Text averaged for token_init=mean.")
+    token_seed: int = opt(2024, help="Seed for token_init=random.")
+    token_sigma: float | None = opt(None, help="Std for token_init=random (default: config.initializer_range).")
+    pad_vocab_to: int | None = opt(None, help="Round the embedding rows up to a multiple (the authors used 64).")
+    train_new_tokens: bool = opt(True, help="Train the new tokens' rows (input, and output when untied).")
+
+    # LoRA
+    lora_r: int = opt(16, help="LoRA rank.")
+    lora_alpha: int = opt(16, help="LoRA alpha.")
+    lora_dropout: float = opt(0.05, help="LoRA dropout.")
+    target_modules: list[str] = opt(PAPER_TARGETS, help="Modules that get LoRA.")
+
+    # optimisation
+    learning_rate: float = opt(2e-4, help="Peak learning rate.")
+    lr_scheduler_type: str = opt("constant_with_warmup", help="transformers scheduler name.")
+    warmup_steps: int = opt(25, help="Warm-up steps (the paper's 25; a 99-row run never leaves warm-up).")
+    warmup_ratio: float | None = opt(None, help="Warm-up as a fraction of the steps; replaces warmup_steps.")
+    weight_decay: float = opt(0.01, help="AdamW weight decay.")
+    epochs: float = opt(1.0, help="Epochs over the data.")
+    batch_size: int | None = opt(None, help="Effective batch (rows per optimizer step); default 64, 16 below 256 rows.")
+    # 2: length-rebalanced groups of ~2 rows pad <3% on the 100 halu rows (7% at 4). Whether fewer, larger
+    # micro-batches run faster on CPU is not settled (docs/RESULTS.md). GPUs want more (configs/train_gpu.yaml).
+    micro_batch_size: int = opt(2, help="Average rows per forward pass per process (memory vs speed).")
+    max_length: int = opt(1024, help="Tokens per row; longer rows are truncated (counted and reported).")
+    max_steps: int = opt(-1, help="Stop after this many optimizer steps (smoke runs); -1 = run all epochs.")
+    seed: int = opt(42, help="Seed for shuffling, dropout and the Trainer.")
+
+    # speed
+    precision: str = opt("auto", help="auto (bf16 autocast where the hardware has native bf16) | bf16 | fp32.")
+    batching: str = opt("rebalance", help="rebalance (length-balanced micro-batches) | random | packed (GPU+flash).")
+    gradient_checkpointing: bool = opt(False, help="Trade compute for memory (off: small models fit anyway).")
+    compact_head: bool = opt(True, help="On CPU, compute LM-head logits only where the loss is (replies).")
+    threads: int | None = opt(None, help="torch threads per process (default: cores / local processes).")
+
+    # artifacts and logging
+    save_steps: int = opt(10, help="Checkpoint every N optimizer steps (for resume).")
+    save_total_limit: int = opt(2, help="Checkpoints kept.")
+    resume: str = opt("auto", help="auto (resume when RUN has checkpoints) | always | never.")
+    merge: bool = opt(False, help="Also write a merged full model to RUN/merged.")
+    report_to: list[str] = opt(["tensorboard"], help="Trainer integrations (tensorboard, wandb, none...).")
+    logging_steps: int = opt(1, help="Log loss and tokens/s every N steps.")
+    trl: dict[str, Any] = opt({}, help="Extra SFTConfig fields passed through to TRL as is.")
+
+    def __post_init__(self) -> None:
+        if self.token_init not in ("random", "mean", "mean_vocab"):
+            raise ConfigError(f"token_init: {self.token_init!r} is not one of random, mean, mean_vocab")
+        if self.token_init == "mean" and not self.token_description:
+            raise ConfigError("token_init=mean needs token_description (the text whose tokens are averaged)")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"precision: {self.precision!r} is not one of auto, bf16, fp32")
+        if self.batching not in ("rebalance", "random", "packed"):
+            raise ConfigError(f"batching: {self.batching!r} is not one of rebalance, random, packed")
+        if self.resume not in ("auto", "always", "never"):
+            raise ConfigError(f"resume: {self.resume!r} is not one of auto, always, never")
+        for name in ("lora_r", "lora_alpha", "micro_batch_size", "max_length", "save_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.epochs <= 0:
+            raise ConfigError(f"epochs must be > 0, got {self.epochs}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"max_steps must be -1 or >= 1, got {self.max_steps}")
+        if "embed_tokens" in self.target_modules and self.train_new_tokens:
+            raise ConfigError("target_modules has embed_tokens and train_new_tokens=true: choose one way to train "
+                              "the new token (LoRA on embed_tokens moves every row's input embedding; see "
+                              "docs/training.md)")
+        clash = {"learning_rate", "output_dir", "max_steps", "seed", "bf16", "per_device_train_batch_size",
+                 "gradient_accumulation_steps", "max_length"} & set(self.trl)
+        if clash:
+            raise ConfigError(f"trl: {sorted(clash)} are TrainConfig fields; set them there, not under trl")

@@ -1,0 +1,329 @@
+"""`run_train`: LoRA SFT of a chat model on a messages JSONL through TRL's `SFTTrainer` and PEFT.
+
+Reads top to bottom: resolve the run directory -> read and tokenize the data -> load the base and add the
+special tokens -> build LoraConfig + SFTConfig -> train (resuming from the last checkpoint) -> save artifacts.
+
+The new tokens' rows are trained with PEFT's `trainable_token_indices` on both the input and the output
+embedding (PEFT ties the two wrappers on tied models); see docs/training.md for why this and not LoRA or
+`modules_to_save` on `embed_tokens`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from delia.config import ConfigError, config_hash, save_config, to_dict
+from delia.training.artifacts import LOG_FILE, ROWS_FILE, RUN_FILE, RunError, save_new_rows, write_json
+from delia.training.config import TrainConfig
+from delia.training.data import manifest_special_tokens, padding_fraction, prepare_rows, read_training_records
+
+log = logging.getLogger(__name__)
+
+# Fields that may change between an interrupted run and its resumption without changing what is trained.
+RESUME_FREE = ("out", "resume", "merge", "report_to", "max_steps", "logging_steps", "save_steps",
+               "save_total_limit", "threads", "compact_head")
+
+
+@dataclass
+class TrainResult:
+    """What `run_train` did."""
+
+    run_dir: Path
+    global_step: int
+    train_loss: float | None
+    resumed_from: str | None
+    skipped: bool = False
+
+
+def resolve_batch(n_rows: int, cfg: TrainConfig, world_size: int = 1) -> tuple[int, int, int]:
+    """(effective batch, micro-batch per process, gradient accumulation steps).
+
+    The paper's rule: 64 rows per optimizer step, 16 when the data has fewer than 256 rows.
+    """
+    effective = cfg.batch_size or (64 if n_rows >= 256 else 16)
+    micro = max(1, min(cfg.micro_batch_size, effective // world_size))
+    if effective % (micro * world_size):
+        raise ConfigError(f"batch_size {effective} is not a multiple of micro_batch_size {micro} x "
+                          f"{world_size} process(es)")
+    return effective, micro, effective // (micro * world_size)
+
+
+def resolve_bf16(precision: str) -> bool:
+    """bf16 autocast only where the hardware runs bf16 natively (here it is ~4x slower than fp32)."""
+    from delia.models import resolve_dtype
+
+    if precision != "auto":
+        return precision == "bf16"
+    return resolve_dtype("auto", "cuda" if torch.cuda.is_available() else "cpu") == torch.bfloat16
+
+
+def _special_tokens(cfg: TrainConfig) -> list[str]:
+    # Config tokens first, then the manifest's, without repeats.
+    return list(dict.fromkeys([*cfg.special_tokens, *manifest_special_tokens(cfg.data)]))
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    ckpts = [p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return sorted(ckpts, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _resume_hash(cfg: TrainConfig, free: tuple[str, ...] = RESUME_FREE) -> str:
+    return config_hash({k: v for k, v in to_dict(cfg).items() if k not in free})
+
+
+def _finished_hash(cfg: TrainConfig) -> str:
+    # A finished run is only "the same run" if it also stopped at the same max_steps and merged alike.
+    return _resume_hash(cfg, tuple(f for f in RESUME_FREE if f not in ("max_steps", "merge")))
+
+
+def _module_name(model, module) -> str:
+    return next(n for n, m in model.named_modules() if m is module)
+
+
+def lora_config(cfg: TrainConfig, model, token_ids: list[int]):
+    """PEFT LoraConfig: LoRA on `target_modules` plus the new tokens' rows on both embedding sides."""
+    from peft import LoraConfig
+
+    from delia.models import is_tied
+
+    trainable = None
+    if cfg.train_new_tokens and token_ids:
+        trainable = {_module_name(model, model.get_input_embeddings()): token_ids}
+        if model.get_output_embeddings() is not None:
+            # On a tied model PEFT sees both names share a weight and wraps the head with a tied adapter
+            # (one delta for both sides); on an untied model the head gets its own trainable rows.
+            trainable[_module_name(model, model.get_output_embeddings())] = token_ids
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM",
+                      trainable_token_indices=trainable, ensure_weight_tying=bool(trainable) and is_tied(model))
+
+
+def sft_config(cfg: TrainConfig, run_dir: Path, micro: int, accum: int, bf16: bool, world_size: int):
+    """TRL SFTConfig with every field whose default differs from the recipe set explicitly."""
+    from trl import SFTConfig
+
+    cuda = torch.cuda.is_available()
+    sampling = {"rebalance": "batch_rebalance", "random": "random", "packed": "random"}[cfg.batching]
+    return SFTConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type,
+        # transformers 5: a float in [0, 1) is a ratio of the total steps
+        warmup_steps=cfg.warmup_ratio if cfg.warmup_ratio is not None else cfg.warmup_steps,
+        weight_decay=cfg.weight_decay, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=micro, gradient_accumulation_steps=accum,
+        seed=cfg.seed, data_seed=cfg.seed,
+        bf16=bf16, fp16=False, use_cpu=not cuda,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        logging_steps=cfg.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
+        report_to=list(cfg.report_to),
+        max_length=cfg.max_length, packing=cfg.batching == "packed", packing_strategy="bfd",
+        completion_only_loss=True, shuffle_dataset=cfg.batching == "packed",
+        train_sampling_strategy=sampling, dataloader_drop_last=False, dataloader_num_workers=0,
+        ddp_backend=("gloo" if not cuda else None) if world_size > 1 else None,
+        ddp_find_unused_parameters=False,
+        **cfg.trl,
+    )
+
+
+def expected_padding(lengths: list[int], cfg: TrainConfig, effective: int, micro: int, accum: int,
+                     world_size: int) -> float | None:
+    """Padding fraction of the micro-batches the chosen sampler will build for rank 0 in epoch 0."""
+    if cfg.batching == "packed":
+        return None
+    if cfg.batching == "rebalance":
+        from transformers.trainer_pt_utils import BatchRebalanceSampler
+
+        sampler = BatchRebalanceSampler(lengths, effective_batch_size=effective, dp_size=world_size,
+                                        grad_accum=accum, seed=42, drop_last=False)  # Trainer uses its default seed
+        return padding_fraction(lengths, list(sampler))
+    order = random.Random(cfg.seed).sample(range(len(lengths)), len(lengths))
+    return padding_fraction(lengths, [order[i:i + micro] for i in range(0, len(order), micro)])
+
+
+def _patch_fused_head(peft_model) -> None:
+    """Let TRL's fused LM head read `.bias` on PEFT's token wrapper around the output embedding.
+
+    TRL 1.16 computes the loss from `lm_head.weight` and `lm_head.bias` directly. PEFT's
+    `TrainableTokensWrapper` serves `.weight` as the merged matrix (base rows + trained rows, so gradients
+    reach the new rows) but has no `.bias`, which crashes at step 1. Exposing the base layer's bias on the
+    wrapper instance is all that is missing.
+    """
+    from peft.utils.other import TrainableTokensWrapper
+
+    head = peft_model.get_output_embeddings()
+    if isinstance(head, TrainableTokensWrapper) and "bias" not in vars(head):
+        object.__setattr__(head, "bias", getattr(head.original_module, "bias", None))
+
+
+@contextlib.contextmanager
+def compact_fused_head(enabled: bool = True):
+    """Within the block, TRL's fused LM head scores only the positions that carry loss, on CPU too.
+
+    TRL 1.16 compacts to the loss positions only on Triton devices (CUDA/XPU) and scores every position
+    elsewhere, to keep tile shapes static for graph compilers (Neuron). CPU eager mode has nothing to
+    recompile, and with prompts ~70% of the tokens most of the head's matmuls and 49k-column softmaxes would
+    be wasted. The switch is TRL's own module-level device check, swapped for the block and restored after.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if not enabled or original is None:
+        yield
+        return
+    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
+def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
+    """Train a LoRA adapter (and the new tokens' rows) and write the run directory.
+
+    Args:
+        cfg: the resolved training config (`data` and `out` required).
+        callbacks: extra `transformers.TrainerCallback`s (tests use one to simulate an interruption).
+    Returns:
+        TrainResult with the run directory and final step. A finished run with the same config is skipped.
+    Raises:
+        ConfigError, DataError, RunError: bad config, bad rows, or a run directory holding something else.
+    """
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from delia import __version__
+    from delia.models import add_special_tokens, is_tied, load_model, load_tokenizer, model_identity, resolve_model
+    from delia.training.progress import TrainLog
+
+    if not cfg.data or not cfg.out:
+        raise ConfigError("train needs data (--data) and out (--out)")
+
+    # ---- run directory: skip a finished identical run, resume an interrupted one
+    run_dir = Path(cfg.out)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if (run_dir / RUN_FILE).exists():
+        done = json.loads((run_dir / RUN_FILE).read_text())
+        if done.get("finished_hash") == _finished_hash(cfg):
+            log.info("%s already holds this finished run; skipping", run_dir)
+            return TrainResult(run_dir, done.get("global_step", 0), done.get("train_loss"), None, skipped=True)
+        raise RunError(f"{run_dir}: holds a finished run with another config; choose another --out")
+    ckpts = _checkpoints(run_dir)
+    if ckpts and cfg.resume == "never":
+        raise RunError(f"{run_dir}: has checkpoints ({ckpts[-1].name}) and resume=never; remove them or "
+                       f"choose another --out")
+    if not ckpts and cfg.resume == "always":
+        raise RunError(f"{run_dir}: resume=always but there is no checkpoint to resume from")
+    resume_from = str(ckpts[-1]) if ckpts else None
+    if resume_from:
+        saved = (run_dir / "train_config.yaml").read_text() if (run_dir / "train_config.yaml").exists() else ""
+        if f"resume_hash: {_resume_hash(cfg)}" not in saved:
+            raise RunError(f"{run_dir}: checkpoints come from a different config (train_config.yaml); resume with "
+                           f"the same settings or choose another --out")
+    local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // local_procs))
+
+    # ---- data
+    records = read_training_records(cfg.data, cfg.data_format)
+    tokenizer = load_tokenizer(cfg.model)
+    tokens = _special_tokens(cfg)
+
+    # ---- base model + special tokens (seeded: resize's own init of any padding rows uses the global RNG)
+    torch.manual_seed(cfg.seed)
+    model = load_model(cfg.model, dtype="fp32")  # fp32 master weights; bf16 runs as autocast
+    info = add_special_tokens(model, tokenizer, tokens, init=cfg.token_init,
+                              description=cfg.token_description or None, seed=cfg.token_seed,
+                              sigma=cfg.token_sigma, pad_to_multiple_of=cfg.pad_vocab_to) if tokens else None
+    data = prepare_rows(records, tokenizer, cfg.max_length)
+    unused = [t for t, i in zip(tokens, info.ids if info else []) if not any(i in r["input_ids"] for r in data.rows)]
+    if unused:
+        log.warning("special token(s) %s never occur in %s: their rows get no gradient", unused, cfg.data)
+    dataset = Dataset.from_list([{"input_ids": r["input_ids"],
+                                  "labels": [t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])]}
+                                 for r in data.rows])
+    effective, micro, accum = resolve_batch(len(data.rows), cfg, world_size)
+    bf16 = resolve_bf16(cfg.precision)
+    lengths = [len(r["input_ids"]) for r in data.rows]
+    padding = expected_padding(lengths, cfg, effective, micro, accum, world_size)
+
+    if main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "train_config.yaml")
+        with open(run_dir / "train_config.yaml", "a") as f:
+            f.write(f"# resume_hash: {_resume_hash(cfg)}\n")
+        if info is not None:
+            save_new_rows(model, info.old_rows, run_dir / ROWS_FILE)
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
+
+    # ---- trainer
+    token_ids = sorted(set(info.ids)) if info else []
+    tied = is_tied(model)  # before PEFT wraps the head (the wrapper serves a merged copy of the weight)
+    args = sft_config(cfg, run_dir, micro, accum, bf16, world_size)
+    history = _read_log(run_dir / LOG_FILE) if resume_from else []
+    train_log = TrainLog(run_dir / LOG_FILE, history)
+    with warnings.catch_warnings():
+        # PEFT warns that ensure_weight_tying found no tied module among the *LoRA* targets; the tying it
+        # ensures here is the token rows' (see lora_config), which it does apply.
+        warnings.filterwarnings("ignore", message=".*ensure_weight_tying.*")
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=lora_config(cfg, model, token_ids), callbacks=list(callbacks or []))
+    trainer.callback_handler.callbacks.insert(0, train_log)  # first, so tokens/s reaches every logger
+    peft_model = trainer.model
+    _patch_fused_head(peft_model)
+    # The adapter must not carry full embedding copies (PEFT 'auto' saves them once the vocab was resized,
+    # ~113 MB each for SmolLM2): the trained rows are in the adapter, the rest is rebuilt from the base.
+    peft_model.save_pretrained = functools.partial(type(peft_model).save_pretrained, peft_model,
+                                                   save_embedding_layers=False)
+    log.info("training %d rows: effective batch %d = %d micro x %d accum x %d proc; bf16=%s; padding %.1f%%",
+             len(data.rows), effective, micro, accum, world_size, bf16, 100 * (padding or 0))
+
+    t0 = time.perf_counter()
+    with compact_fused_head(cfg.compact_head):
+        out = trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.perf_counter() - t0
+
+    # ---- artifacts
+    trainer.save_model(str(run_dir))
+    if trainer.is_world_process_zero():
+        meta = {
+            "format": 1, "delia_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "base_model": cfg.model, "base_source": resolve_model(cfg.model).kind,
+            "base_identity": model_identity(cfg.model), "tied": tied,
+            "special_tokens": info.to_dict() if info else {"tokens": [], "ids": [], "old_rows": 0, "new_rows": 0},
+            "trained_token_ids": token_ids if cfg.train_new_tokens else [],
+            "unused_special_tokens": unused,
+            "data": {"path": str(cfg.data), **data.summary()},
+            "batch": {"effective": effective, "micro": micro, "accum": accum, "processes": world_size,
+                      "batching": cfg.batching, "expected_padding_fraction": padding},
+            "precision": "bf16-autocast" if bf16 else "fp32",
+            "global_step": trainer.state.global_step, "train_loss": out.training_loss,
+            "resumed_from": resume_from, "train_seconds": round(seconds, 1),
+            "config": to_dict(cfg), "resume_hash": _resume_hash(cfg), "finished_hash": _finished_hash(cfg),
+        }
+        if cfg.merge:
+            merged_dir = run_dir / "merged"
+            peft_model.merge_and_unload().save_pretrained(str(merged_dir))
+            tokenizer.save_pretrained(str(merged_dir))
+            meta["merged"] = "merged"
+        write_json(run_dir / RUN_FILE, meta)
+    return TrainResult(run_dir, trainer.state.global_step, out.training_loss, resume_from)
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    try:
+        return json.loads(path.read_text()) if path.exists() else []
+    except json.JSONDecodeError:
+        return []
