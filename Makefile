@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/delia demo
+	$(BIN)/delia experiment configs/demo.yaml
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow" -q

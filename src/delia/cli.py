@@ -25,7 +25,14 @@ app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
 # Stage modules that add subcommands; a module is listed here only once its commands work.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "delia.sampling.cli",
+    "delia.diversify.cli",
+    "delia.mixing.cli",
+    "delia.training.cli",
+    "delia.evaluation.cli",
+    "delia.experiments.cli",
+]
 
 
 @app.callback()
@@ -100,7 +107,7 @@ def ls_cmd(kind: str = typer.Argument(None, help="Registry to list (default: all
     from delia.registry import REGISTRIES
 
     _load_registries()
-    kinds = [k for k in REGISTRIES if kind is None or k.startswith(kind.rstrip("s"))]
+    kinds = [k for k in REGISTRIES if kind is None or kind.rstrip("s") in k]
     if not kinds:
         console.print(f"[red]no registry {kind!r}; known: {', '.join(REGISTRIES)}[/red]")
         raise typer.Exit(2)
@@ -113,7 +120,13 @@ def ls_cmd(kind: str = typer.Argument(None, help="Registry to list (default: all
 
 
 # Modules whose import fills a registry; extended by stage packages.
-REGISTRY_MODULES: list[str] = ["delia.data.formats"]
+REGISTRY_MODULES: list[str] = [
+    "delia.data.formats",
+    "delia.sampling.engines",
+    "delia.diversify.stage",
+    "delia.evaluation.metrics",
+    "delia.methods",
+]
 
 
 def _load_registries() -> None:

@@ -75,6 +75,36 @@ def save_new_rows(model, old_rows: int, path: str | Path) -> None:
     save_file(tensors, str(path))
 
 
+def continue_from(run_dir: str | Path, model, info, base: str) -> None:
+    """Prepare `model` (resized by `add_special_tokens` as in that run) to continue a finished run: check the
+    base and tokens match and write back the run's initial token rows. Wrap it with the run's adapter afterwards
+    (`PeftModel.from_pretrained(model, run_dir, is_trainable=True)`).
+
+    Raises:
+        RunError: not a finished run, another base model, or other special tokens.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    from delia.models import model_identity
+
+    run_dir = Path(run_dir)
+    meta = read_run_meta(run_dir)
+    if meta.get("base_identity") != model_identity(base):
+        raise RunError(f"{run_dir}: trained on {meta['base_model']}, not {base}; init_adapter needs the same base")
+    st = meta["special_tokens"]
+    if st["tokens"] != (info.tokens if info else []) or st["ids"] != (info.ids if info else []):
+        raise RunError(f"{run_dir}: its special tokens {st['tokens']} (ids {st['ids']}) differ from this run's; "
+                       f"init_adapter needs the same special_tokens")
+    if not st["tokens"]:
+        return
+    rows = load_file(str(run_dir / ROWS_FILE))
+    with torch.no_grad():
+        model.get_input_embeddings().weight[st["old_rows"]:] = rows["input"]
+        if "output" in rows:
+            model.get_output_embeddings().weight[st["old_rows"]:] = rows["output"]
+
+
 def restore_new_rows(model, new_rows: int, old_rows: int, path: str | Path | None) -> None:
     """Resize `model` to `new_rows` and write back the rows saved by `save_new_rows`.
 

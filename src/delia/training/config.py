@@ -64,6 +64,9 @@ class TrainConfig:
     report_to: list[str] = opt(["tensorboard"], help="Trainer integrations (tensorboard, wandb, none...).")
     logging_steps: int = opt(1, help="Log loss and tokens/s every N steps.")
     trl: dict[str, Any] = opt({}, help="Extra SFTConfig fields passed through to TRL as is.")
+    init_adapter: str | None = opt(None, help="Continue this finished run's adapter and token rows instead of a "
+                                              "fresh LoRA (a second training stage, e.g. DMT); its LoRA shape "
+                                              "applies, the lora_* options here are ignored.")
 
     def __post_init__(self) -> None:
         if self.token_init not in ("random", "mean", "mean_vocab"):

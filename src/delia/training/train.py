@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from delia.config import ConfigError, config_hash, save_config, to_dict
-from delia.training.artifacts import LOG_FILE, ROWS_FILE, RUN_FILE, RunError, save_new_rows, write_json
+from delia.training.artifacts import LOG_FILE, ROWS_FILE, RUN_FILE, RunError, continue_from, save_new_rows, write_json
 from delia.training.config import TrainConfig
 from delia.training.data import manifest_special_tokens, padding_fraction, prepare_rows, read_training_records
 
@@ -247,6 +247,8 @@ def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
     info = add_special_tokens(model, tokenizer, tokens, init=cfg.token_init,
                               description=cfg.token_description or None, seed=cfg.token_seed,
                               sigma=cfg.token_sigma, pad_to_multiple_of=cfg.pad_vocab_to) if tokens else None
+    if cfg.init_adapter:  # a second stage starts from that run's token rows (its adapter is applied below)
+        continue_from(cfg.init_adapter, model, info, cfg.model)
     data = prepare_rows(records, tokenizer, cfg.max_length)
     unused = [t for t, i in zip(tokens, info.ids if info else []) if not any(i in r["input_ids"] for r in data.rows)]
     if unused:
@@ -278,8 +280,13 @@ def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
         # PEFT warns that ensure_weight_tying found no tied module among the *LoRA* targets; the tying it
         # ensures here is the token rows' (see lora_config), which it does apply.
         warnings.filterwarnings("ignore", message=".*ensure_weight_tying.*")
+        peft_config = lora_config(cfg, model, token_ids)
+        if cfg.init_adapter:  # continue the earlier run's adapter (LoRA and token rows), trainable
+            from peft import PeftModel
+
+            model, peft_config = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True), None
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=lora_config(cfg, model, token_ids), callbacks=list(callbacks or []))
+                             peft_config=peft_config, callbacks=list(callbacks or []))
     trainer.callback_handler.callbacks.insert(0, train_log)  # first, so tokens/s reaches every logger
     peft_model = trainer.model
     _patch_fused_head(peft_model)

@@ -1,0 +1,108 @@
+"""`delia experiment CONFIG.yaml` and `delia report DIR`: parse, load the config, call one function."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+def load_experiment(config: Path, overrides: list[str] | None = None):
+    """The ExperimentConfig from YAML + `key.sub=value` overrides."""
+    from delia.config import load_config
+    from delia.experiments.config import ExperimentConfig
+
+    return load_config(ExperimentConfig, config, overrides or [])
+
+
+def plan_table(plan, estimate) -> Table:
+    """One row per step: kind, key, what it does, status and estimated seconds."""
+    from rich.markup import escape
+
+    from delia.experiments.estimate import describe_step
+
+    root = Path(plan.exp.out_dir)
+    table = Table("#", "step", "key", "what", "status", "est.", title=f"plan: {plan.exp.name} -> {root}")
+    for i, s in enumerate(plan.steps, 1):
+        secs = estimate.per_step[s.key]
+        table.add_row(str(i), s.kind, s.key, escape(describe_step(s)), "done" if estimate.done[s.key] else "todo",
+                      "–" if estimate.done[s.key] else _hms(secs))
+    return table
+
+
+def _hms(secs: float) -> str:
+    secs = int(round(secs))
+    return f"{secs // 3600}h{secs % 3600 // 60:02d}m" if secs >= 3600 else f"{secs // 60}m{secs % 60:02d}s"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("experiment")
+    def experiment_cmd(
+        config: Path = typer.Argument(..., help="Experiment YAML (configs/demo.yaml, configs/cpu_halu.yaml, ...)."),
+        overrides: list[str] = typer.Argument(None, help="key.sub=value overrides, e.g. grid.seeds=[1,2]."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan with estimated cost; run nothing."),
+        report: bool = typer.Option(True, "--report/--no-report", help="Write DIR/report.md at the end."),
+    ) -> None:
+        """Run a grid of methods x sizes x ratios x seeds; finished steps are skipped, so reruns resume."""
+        import time
+
+        from rich.markup import escape
+
+        from delia.experiments.estimate import describe_step, estimate
+        from delia.experiments.plan import expand
+        from delia.experiments.runner import run_experiment
+
+        exp = load_experiment(config, overrides)
+        plan = expand(exp)
+        est = estimate(plan)
+        out = Console()
+        out.print(plan_table(plan, est))
+        out.print(f"{len(plan.runs)} runs, {len(plan.steps)} distinct steps ({est.n_todo} to do); estimated "
+                  f"{_hms(est.total)} with the `cost:` model (seconds per row; see docs/experiments.md)")
+        if dry_run:
+            return
+        t0 = time.perf_counter()
+
+        left = {s.key: est.per_step[s.key] for s in plan.steps if not est.done[s.key]}
+
+        def on_step(i: int, n: int, step, status: str) -> None:
+            if status in ("start", "fail", "blocked"):
+                colour = {"start": "cyan", "fail": "red", "blocked": "yellow"}[status]
+                elapsed = _hms(time.perf_counter() - t0)
+                console.print(f"[{colour}][{i + 1}/{n}] {status} {step.kind} {step.key}[/{colour}] "
+                              f"{escape(describe_step(step))} ({elapsed} elapsed, ~{_hms(sum(left.values()))} left "
+                              f"by the cost model)", highlight=False)
+            left.pop(step.key, None) if status != "start" else None
+
+        try:
+            outcome = run_experiment(plan, on_step=on_step)
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted after {_hms(time.perf_counter() - t0)}: finished steps are kept; "
+                          f"rerun the same command to resume[/yellow]")
+            raise typer.Exit(130) from None
+        out.print(f"ran {len(outcome.ran)}, skipped {len(outcome.skipped)} finished, failed {len(outcome.failed)}, "
+                  f"blocked {len(outcome.blocked)} in {_hms(outcome.seconds)}; results: {exp.out_dir}/results.csv")
+        if report and outcome.results:
+            from delia.experiments.report import Results, build_report, main_table
+
+            path = build_report(exp.out_dir)
+            res = Results(Path(exp.out_dir))
+            typer.echo("\n".join(main_table(res, res.sets())))  # plain text: a markdown table must not wrap
+            out.print(f"report: {path}")
+        for name, err in outcome.failed.items():
+            console.print(f"[red]failed {name}: {err}[/red]")
+        if outcome.failed or outcome.blocked:
+            raise typer.Exit(1)
+
+    @app.command("report")
+    def report_cmd(directory: Path = typer.Argument(..., help="Experiment directory (holds results.json).")) -> None:
+        """Rebuild DIR/report.md and DIR/figures/*.png from saved results only."""
+        from delia.experiments.report import build_report
+
+        path = build_report(directory)
+        typer.echo(path.read_text())
+        console.print(f"wrote {path}")

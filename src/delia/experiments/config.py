@@ -1,0 +1,112 @@
+"""`ExperimentConfig`: a grid (methods x data sizes x diverse ratios x seeds) plus the stage settings it shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from delia.config import ConfigError, opt
+
+HALU = "../shared/data/halu"
+
+
+@dataclass
+class GridConfig:
+    """The axes of the grid. A method only varies along the axes its recipe reads (e.g. `original` has none)."""
+
+    methods: list[str] = opt(["original", "cit", "delia"], help="method names (see `delia ls methods`)")
+    sizes: list[int] = opt([100], help="downstream data sizes: the first N training rows (paper: 30/65/85/100)")
+    ratios: list[float] = opt([10.0], help="diverse rows per downstream row (paper: up to 520)")
+    seeds: list[int] = opt([42], help="seeds of mixing and training (one run per seed for trained methods)")
+
+    def __post_init__(self) -> None:
+        for name in ("methods", "sizes", "ratios", "seeds"):
+            if not getattr(self, name):
+                raise ConfigError(f"grid.{name}: give at least one value")
+        if any(n < 1 for n in self.sizes):
+            raise ConfigError(f"grid.sizes: every size must be >= 1, got {self.sizes}")
+        if any(r < 0 for r in self.ratios):
+            raise ConfigError(f"grid.ratios: every ratio must be >= 0, got {self.ratios}")
+        for name in ("methods", "sizes", "ratios", "seeds"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ConfigError(f"grid.{name}: repeated values in {values}")
+
+
+@dataclass
+class DataConfig:
+    """The task's files."""
+
+    task: Literal["halu", "translation"] = opt("halu", help="halu (formatted generation) or translation")
+    train: str = opt(f"{HALU}/train.jsonl", help="downstream training rows (the size axis takes the first N)")
+    test: str = opt(f"{HALU}/test.jsonl", help="test examples (generation: format/label accuracy, robustness)")
+    valid: str | None = opt(f"{HALU}/valid.jsonl", help="rows with gold replies: downstream loss, first-token "
+                                                        "state space (Figures 3-4); null skips this evaluation")
+    queries: str = opt("../shared/data/diverse/alpaca_5000.jsonl", help="diverse queries for self-sampling")
+    test_rows: list[int] | None = opt(None, help="[start, stop): evaluate only these rows of `test` (e.g. when "
+                                                 "train and test come from one file)")
+
+    def __post_init__(self) -> None:
+        if self.test_rows is not None and (len(self.test_rows) != 2 or not 0 <= self.test_rows[0] < self.test_rows[1]):
+            raise ConfigError(f"data.test_rows must be [start, stop) with 0 <= start < stop, got {self.test_rows}")
+
+
+@dataclass
+class CostModel:
+    """Seconds per unit of work, for `--dry-run` estimates. Defaults: CPU seconds measured on the 2-core CPU box
+    with one torch thread (fp32, SmolLM2-135M; docs/experiments.md), i.e. roughly single-threaded wall time on a
+    quiet machine. Generation is charged per token of budget (rows x max_new_tokens), as most rows use it."""
+
+    sample_token: float = opt(0.018, help="seconds per token of sampling budget (rows x max_new_tokens)")
+    train_row: float = opt(2.8, help="seconds per downstream training row per epoch (halu rows, ~320 tokens)")
+    train_diverse_row: float = opt(1.3, help="seconds per self-sampled training row per epoch at 128 sampled "
+                                             "tokens (scaled by the sample stage's max_new_tokens / 128)")
+    eval_token: float = opt(0.02, help="seconds per token of evaluation budget (prompts x max_new_tokens)")
+    score_row: float = opt(1.0, help="seconds per teacher-forced scoring row")
+    hook_factor: dict[str, float] = opt({"arithmetic": 5.5, "icl": 2.6, "dipmt": 2.6},
+                                        help="evaluation cost multiplier per decoder / prompt hook (measured: the "
+                                             "arithmetic decoder runs rows one by one with two prompts; ICL prompts "
+                                             "carry k demonstrations)")
+    model_load: float = opt(5.0, help="seconds to load a model (per sample / train / eval step)")
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: which methods to compare on which grid, and how each stage runs."""
+
+    name: str = opt("experiment", help="experiment name (the default output directory)")
+    out: str | None = opt(None, help="output directory (default runs/experiments/NAME)")
+    model: str = opt("smollm2-135m-instruct", help="base model for every stage")
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "task files"})
+    grid: GridConfig = field(default_factory=GridConfig, metadata={"help": "grid axes"})
+    sample: dict[str, Any] = opt({}, help="SampleConfig fields (delia sample), e.g. max_new_tokens")
+    build: dict[str, Any] = opt({}, help="BuildConfig fields (delia build), e.g. schedule")
+    train: dict[str, Any] = opt({}, help="TrainConfig fields (delia train), e.g. max_length")
+    eval: dict[str, Any] = opt({}, help="EvalConfig fields for the test evaluation (delia eval)")
+    valid_eval: dict[str, Any] = opt({}, help="EvalConfig fields for the gold-reply (loss) evaluation")
+    methods: dict[str, dict[str, Any]] = opt({}, help="per-method options, e.g. {dmt: {k: 0.0039}, icl: {k: 2}}; "
+                                                      "sizes/ratios/seeds there restrict the grid for that method")
+    threads: int | None = opt(None, help="torch CPU threads for every stage (not part of any hash); on cores "
+                                        "shared with other jobs 1 avoids OpenMP oversubscription")
+    sample_margin: float = opt(0.05, help="extra queries sampled per build, covering empty answers")
+    cost: CostModel = field(default_factory=CostModel, metadata={"help": "dry-run cost model"})
+
+    def __post_init__(self) -> None:
+        if not self.name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"name: use letters, digits, '-' and '_', got {self.name!r}")
+        for stage in ("sample", "build", "train", "eval", "valid_eval"):
+            reserved = {"out", "data", "adapter", "downstream", "diverse", "queries"} & set(getattr(self, stage))
+            if reserved:
+                raise ConfigError(f"{stage}: {sorted(reserved)} are set by the experiment (from data.* and the "
+                                  f"grid); remove them")
+        unknown = set(self.methods) - set(self.grid.methods)
+        if unknown:
+            raise ConfigError(f"methods: options for {sorted(unknown)}, which are not in grid.methods")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if not 0 <= self.sample_margin <= 1:
+            raise ConfigError(f"sample_margin must be in [0, 1], got {self.sample_margin}")
+
+    @property
+    def out_dir(self) -> str:
+        return self.out or f"runs/experiments/{self.name}"

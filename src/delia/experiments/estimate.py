@@ -1,0 +1,149 @@
+"""`--dry-run` cost estimates: rows of work per step times the experiment's `cost:` model (seconds per row)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from delia.experiments.plan import Plan, Step
+from delia.experiments.runner import step_done
+
+
+def _size(step: Step) -> int:
+    """Downstream rows behind a subset step (or a transform of one)."""
+    return step.config["n"] if step.kind == "subset" else _size(step.inputs["data"])
+
+
+def diverse_rows(step: Step) -> int:
+    """How many of `train_rows(step)` are self-sampled rows."""
+    if step.kind == "build":
+        return math.floor(step.config.get("ratio", 0) * _size(step.inputs["downstream"]))
+    if step.kind == "transform" and step.config["name"] == "dmt_stage2":
+        return diverse_rows(step.inputs["data"])
+    return 0
+
+
+def _sample_budget(step: Step) -> int:
+    """max_new_tokens of the sample stage behind a build/transform (128 if none)."""
+    for s in step.inputs.values():
+        if s.kind == "sample":
+            return s.config.get("max_new_tokens", 512)
+        found = _sample_budget(s)
+        if found:
+            return found
+    return 0
+
+
+def train_rows(step: Step) -> int:
+    """Rows of the training set a build/transform step will write."""
+    if step.kind == "build":
+        n = _size(step.inputs["downstream"])
+        return n + math.floor(step.config.get("ratio", 0) * n)
+    if step.kind == "transform":
+        base = train_rows(step.inputs["data"])
+        if step.config["name"] == "fact_qa":
+            from delia.methods.facts import FACTS
+
+            return base + len(FACTS) * step.config.get("n_q", 10)
+        if step.config["name"] == "translation_chat":
+            return _size(step)
+        if step.config["name"] == "dmt_stage2":
+            n = _size(step.inputs["data"].inputs["downstream"])
+            return base - n + max(1, round(step.config.get("k", 1 / 256) * n))
+    return 0
+
+
+def eval_rows(step: Step) -> int:
+    """Prompts an evaluation step will generate for (reads only the data and instruction files)."""
+    from delia.experiments.stages import _stage_config
+
+    config = dict(step.config)
+    if "examples" in step.inputs:  # held-out rows are written at run time; count as many rows of the same file
+        n = step.inputs["examples"].config["n"]
+        config["limit"] = min(config.get("limit") or n, n)
+    cfg = _stage_config("eval", config, {"adapter": Path("<adapter>")} if "adapter" in step.inputs else {},
+                        Path("<out>"))
+    from delia.evaluation.run import halu_rows, translation_rows
+
+    return len(halu_rows(cfg) if cfg.task == "halu" else translation_rows(cfg))
+
+
+def _cached_rows(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+@dataclass
+class Estimate:
+    per_step: dict[str, float]
+    done: dict[str, bool]
+
+    @property
+    def total(self) -> float:
+        return sum(s for k, s in self.per_step.items() if not self.done[k])
+
+    @property
+    def n_todo(self) -> int:
+        return sum(not d for d in self.done.values())
+
+
+def estimate(plan: Plan) -> Estimate:
+    """Estimated seconds for every step (0 for the cheap data steps) and whether it is already done."""
+    c, root = plan.exp.cost, Path(plan.exp.out_dir)
+    per, done = {}, {}
+    for s in plan.steps:
+        done[s.key] = step_done(s, root)
+        if s.kind == "sample":
+            todo = max(0, s.volatile["limit"] - _cached_rows(s.dir(root) / "cache.jsonl"))
+            budget = s.config.get("max_new_tokens", 512)
+            secs = c.model_load + todo * budget * c.sample_token if todo else 0.0
+        elif s.kind == "train":
+            data = s.inputs["data"]
+            rows, div = train_rows(data), diverse_rows(data)
+            per_epoch = (rows - div) * c.train_row + div * c.train_diverse_row * (_sample_budget(data) or 128) / 128
+            if s.config.get("max_steps", -1) > 0:
+                batch = s.config.get("batch_size") or (64 if rows >= 256 else 16)
+                per_epoch *= min(1.0, s.config["max_steps"] * batch / rows)
+            secs = c.model_load + per_epoch * s.config.get("epochs", 1.0)
+        elif s.kind == "eval":
+            n = eval_rows(s)
+            gen = s.config.get("generation", {}).get("max_new_tokens", 256)
+            factor = math.prod(c.hook_factor.get(s.config.get(h) or "", 1.0) for h in ("decoder", "prompt_hook"))
+            secs = c.model_load + n * (c.score_row if gen <= 1 else gen * c.eval_token * factor)
+        elif s.kind == "build":
+            secs = 3.0
+        else:
+            secs = 0.5
+        per[s.key] = secs
+    return Estimate(per, done)
+
+
+def describe_step(s: Step) -> str:
+    """A short human description of a step for the plan table."""
+    c = s.config
+    if s.kind == "sample":
+        return f"{c.get('model')} answers {s.volatile.get('limit')} queries ({Path(c['queries']).name})"
+    if s.kind == "subset":
+        return f"first {c['n']} rows of {Path(c['path']).name}"
+    if s.kind == "slice":
+        return f"answers to the first {c['n_queries']} queries"
+    if s.kind == "build":
+        fixed = ", fixed instruction" if c.get("fixed_instruction") else ""
+        return f"{_size(s.inputs['downstream'])} rows + ratio {c['ratio']:g}, seed {c['seed']}{fixed}"
+    if s.kind == "transform":
+        return f"{c['name']} ({train_rows(s)} rows)"
+    if s.kind == "train":
+        extra = ", continues an adapter" if "init" in s.inputs else ""
+        trl = f", trl {c['trl']}" if c.get("trl") else ""
+        return f"LoRA on {train_rows(s.inputs['data'])} rows, seed {c.get('seed')}{trl}{extra}"
+    if s.kind == "eval":
+        halu = c.get("halu", {})
+        who = "adapter" if "adapter" in s.inputs else f"base (token_init {halu.get('token_init', 'random')})"
+        for hook in ("prompt_hook", "decoder"):
+            if c.get(hook):
+                who += f", {hook} {c[hook]}"
+        return f"{who} on {Path(c['data']).name} [{halu.get('instructions', 'default')}]"
+    return ""

@@ -1,0 +1,235 @@
+"""Adapters from experiment steps to the stage functions: the one place that knows each stage's API.
+
+Every step kind has (a) the config dataclass it resolves to, (b) which config fields hold the paths of its
+inputs and output, and (c) a `run_*` call. `resolve` fills a step's config with defaults (so the hash names
+what will really run) and replaces input paths by placeholders (so moving an experiment directory keeps its
+hashes). Heavy stage modules are imported only when a step runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from delia.config import ConfigError, from_dict, merge, to_dict
+from delia.registry import registry
+
+log = logging.getLogger(__name__)
+
+# Method-specific data steps (fact-based QA, DMT's stage-2 mixture, ...): fn(inputs, out_dir, **params) -> dict.
+TRANSFORMS = registry("transform")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """How one step kind maps onto its stage."""
+
+    cls: Callable[[], type] | None  # the stage's config dataclass (lazy import); None for experiment-local steps
+    paths: dict[str, str]  # config field -> "role/file" ("" = this step's own directory, "@out/file" = own file)
+    volatile: tuple[str, ...] = ()  # fields that do not change what is produced (threads, logging, limit...)
+
+
+def _sample_cls():
+    from delia.sampling import SampleConfig
+    return SampleConfig
+
+
+def _build_cls():
+    from delia.mixing import BuildConfig
+    return BuildConfig
+
+
+def _train_cls():
+    from delia.training import TrainConfig
+    return TrainConfig
+
+
+def _eval_cls():
+    from delia.evaluation import EvalConfig
+    return EvalConfig
+
+
+SPECS: dict[str, StageSpec] = {
+    "sample": StageSpec(_sample_cls, {"out": "@out/cache.jsonl"},
+                        volatile=("limit", "engine_options")),
+    "subset": StageSpec(None, {}),
+    "slice": StageSpec(None, {}),
+    "build": StageSpec(_build_cls, {"downstream": "downstream/data.jsonl", "diverse": "diverse/cache.jsonl",
+                                    "out": "@out"}),
+    "transform": StageSpec(None, {}),
+    "train": StageSpec(_train_cls, {"data": "data/train.jsonl", "init_adapter": "init", "out": "@out"},
+                       volatile=("threads", "report_to", "logging_steps", "save_steps", "save_total_limit",
+                                 "resume", "micro_batch_size")),
+    "eval": StageSpec(_eval_cls, {"adapter": "adapter", "data": "examples/data.jsonl",
+                                  "halu.seen_file": "seen/data.jsonl", "out": "@out"},
+                      volatile=("threads", "resume", "generation.batch_size", "analysis.score_batch_size")),
+}
+
+
+def sha256_file(path: str | Path) -> str:
+    """Content hash of an input file, so a changed file reruns what depends on it."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _paths(kind: str, inputs: dict[str, Path], out: Path | None) -> dict[str, Any]:
+    """Field -> path for the inputs present (or placeholders `<role>/file` when `out` is None), nested for
+    dotted fields (`halu.seen_file` -> {"halu": {"seen_file": ...}})."""
+    values: dict[str, Any] = {}
+    for field, spec in SPECS[kind].paths.items():
+        role, _, name = spec.partition("/")
+        if role == "@out":
+            value = str(out / name if name else out) if out else f"<out>/{name}"
+        elif role in inputs:
+            value = str(Path(inputs[role]) / name if name else inputs[role])
+        else:
+            continue
+        *parents, leaf = field.split(".")
+        node = values
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return values
+
+
+def _drop(d: dict[str, Any], dotted: tuple[str, ...]) -> dict[str, Any]:
+    d = json.loads(json.dumps(d, default=str))
+    for key in dotted:
+        node, parts = d, key.split(".")
+        for p in parts[:-1]:
+            node = node.get(p, {})
+        node.pop(parts[-1], None)
+    return d
+
+
+def resolve(kind: str, config: dict[str, Any], roles: list[str]) -> dict[str, Any]:
+    """The step's full config with defaults filled, validated by the stage's dataclass, volatile fields removed.
+
+    Args:
+        kind: step kind (a key of SPECS).
+        config: the fields the method set (no input/output paths).
+        roles: names of the step's inputs (their paths become placeholders).
+    Returns:
+        A plain dict to hash. Raises ConfigError when the stage rejects the config.
+    """
+    spec = SPECS[kind]
+    if spec.cls is None:
+        return _drop(config, spec.volatile)
+    cls = spec.cls()
+    values = merge(config, _paths(kind, {r: Path(f"<{r}>") for r in roles}, None))
+    try:
+        resolved = to_dict(from_dict(cls, values, where=kind))
+    except (ConfigError, ValueError) as e:
+        raise ConfigError(f"{kind} step: {e}") from None
+    # inputs are already placeholders (`<role>/file`); the output directory is named by this very hash
+    out_fields = tuple(f for f, p in spec.paths.items() if p.startswith("@out"))
+    return _drop_none(_drop(resolved, spec.volatile + out_fields))
+
+
+def _drop_none(d: Any) -> Any:
+    """Unset (None) fields leave the hash, so a stage that gains an optional field keeps its cached outputs."""
+    if isinstance(d, dict):
+        return {k: _drop_none(v) for k, v in d.items() if v is not None}
+    return d
+
+
+# ---------------------------------------------------------------- running one step
+
+
+def run_step(kind: str, config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    """Run one step into `out`; returns a small summary for done.json."""
+    return RUNNERS[kind](config, inputs, out)
+
+
+def _stage_config(kind: str, config: dict[str, Any], inputs: dict[str, Path], out: Path):
+    return from_dict(SPECS[kind].cls(), merge(config, _paths(kind, inputs, out)), where=kind)
+
+
+def _run_sample(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    from delia.sampling import run_sample
+
+    summary = run_sample(_stage_config("sample", config, inputs, out))
+    if summary.failed:
+        raise RuntimeError(f"sample: {summary.failed} queries failed ({list(summary.failures.items())[:3]}); "
+                           f"rerun the experiment to retry them")
+    return summary.to_dict()
+
+
+def _run_subset(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    """Rows start..start+n of a data file, byte for byte (the paper's data-size axis; held-out test rows)."""
+    from delia.data import read_records
+
+    src, n, start = Path(config["path"]), int(config["n"]), int(config.get("start", 0))
+    lines = [ln if ln.endswith("\n") else ln + "\n"
+             for ln in src.read_text(encoding="utf-8").splitlines(keepends=True) if ln.strip()]
+    if start + n > len(lines):
+        raise ConfigError(f"{src}: rows {start}..{start + n} asked for, but the file has {len(lines)} rows")
+    (out / "data.jsonl").write_text("".join(lines[start:start + n]), encoding="utf-8")
+    read_records(out / "data.jsonl")  # validates; raises DataError naming the line
+    return {"rows": n}
+
+
+def _run_slice(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    """The cache rows answering the first `n_queries` queries, in query order.
+
+    Builds read a slice, not the whole cache, so growing the shared cache for a larger ratio elsewhere in
+    the grid leaves every existing build (and the trainings after it) valid.
+    """
+    from delia.sampling import load_queries
+
+    wanted = [q.id for q in load_queries(config["queries"], config["n_queries"])]
+    rank = {qid: i for i, qid in enumerate(wanted)}
+    rows: dict[str, str] = {}
+    with open(inputs["cache"] / "cache.jsonl", encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if row.get("id") in rank:
+                rows.setdefault(row["id"], line if line.endswith("\n") else line + "\n")
+    missing = len(wanted) - len(rows)
+    if missing:
+        raise RuntimeError(f"{inputs['cache']}/cache.jsonl lacks answers to {missing} of the first "
+                           f"{len(wanted)} queries; rerun the experiment to sample them")
+    (out / "cache.jsonl").write_text("".join(rows[q] for q in sorted(rows, key=rank.get)), encoding="utf-8")
+    return {"rows": len(rows)}
+
+
+def _run_build(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    from delia.mixing import build
+
+    manifest = build(_stage_config("build", config, inputs, out))
+    return {"counts": manifest["counts"], "warnings": manifest["warnings"]}
+
+
+def _run_transform(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    params = {k: v for k, v in config.items() if k != "name"}
+    return TRANSFORMS.get(config["name"])(inputs, out, **params)
+
+
+def _run_train(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    from delia.training import run_train
+
+    result = run_train(_stage_config("train", config, inputs, out))  # an `init` input continues that adapter
+    return {"global_step": result.global_step, "train_loss": result.train_loss}
+
+
+def _run_eval(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    from delia.evaluation import run_eval
+
+    metrics = run_eval(_stage_config("eval", config, inputs, out))
+    return {"speed": metrics.get("speed")}
+
+
+RUNNERS: dict[str, Callable[[dict[str, Any], dict[str, Path], Path], dict[str, Any]]] = {
+    "sample": _run_sample, "subset": _run_subset, "slice": _run_slice, "build": _run_build,
+    "transform": _run_transform, "train": _run_train, "eval": _run_eval,
+}

@@ -1,0 +1,91 @@
+"""Fixtures: experiment configs on the shared data in a temp dir, and fake stages that count their calls."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from delia.config import from_dict
+from delia.experiments import ExperimentConfig, stages
+
+
+@pytest.fixture
+def make_exp(tmp_path, shared_data):
+    """ExperimentConfig factory: shared data files (absolute paths), output under tmp_path."""
+
+    def make(**over) -> ExperimentConfig:
+        base = {"name": "t", "out": str(tmp_path / "exp"),
+                "data": {"train": str(shared_data / "halu/train.jsonl"), "test": str(shared_data / "halu/test.jsonl"),
+                         "valid": str(shared_data / "halu/valid.jsonl"),
+                         "queries": str(shared_data / "diverse/alpaca_5000.jsonl")},
+                "grid": {"methods": ["original", "cit", "delia"], "sizes": [30], "ratios": [2.0], "seeds": [42]},
+                "eval": {"limit": 4, "halu": {"instructions": "seen:1,unseen:1",
+                                              "seen_file": str(shared_data / "halu/train.jsonl"),
+                                              "unseen_file": str(shared_data / "halu/instructions_unseen.txt")}},
+                "valid_eval": {"halu": {"seen_file": str(shared_data / "halu/train.jsonl")}}}
+        for k, v in over.items():
+            base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        return from_dict(ExperimentConfig, base)
+
+    return make
+
+
+class FakeStages:
+    """Stand-ins for the heavy stages: write the files the next step reads, record every call."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.log: list[tuple[str, Path]] = []
+        self.fail_on: set[str] = set()
+
+    def __call__(self, kind: str):
+        def run(config, inputs, out: Path):
+            self.calls[kind] += 1
+            self.log.append((kind, out))
+            if kind in self.fail_on:
+                raise RuntimeError(f"fake {kind} failure")
+            if kind == "sample":
+                from delia.sampling import load_queries
+
+                rows = [{"id": q.id, "messages": [{"role": "user", "content": q.text},
+                                                  {"role": "assistant", "content": "ok"}]}
+                        for q in load_queries(config["queries"], config["limit"])]
+                (out / "cache.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            elif kind == "build":
+                n = sum(1 for _ in open(inputs["downstream"] / "data.jsonl"))
+                rows = [{"id": f"r{i}", "source": "downstream"} for i in range(n)]
+                rows += [{"id": f"d{i}", "source": "diverse"} for i in range(int(config["ratio"] * n))]
+                (out / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+                (out / "manifest.json").write_text('{"special_tokens": ["<sep>"]}')
+            elif kind == "train":
+                # a fake "quality" that grows with the data size, so reports have something to order
+                rows = sum(1 for _ in open(inputs["data"] / "train.jsonl"))
+                (out / "delia_run.json").write_text(json.dumps({"train_loss": 1.0 / rows, "global_step": 2,
+                                                                "data": {"rows": rows}}))
+            elif kind == "eval":
+                quality = 0.5 if "adapter" in inputs else 0.0
+                preds = [{"set": s, "parsed": i < int(10 * quality), "strict": False} for s in ("seen", "unseen")
+                         for i in range(10)]
+                (out / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+                fa = {"value": quality, "ci_low": 0.0, "ci_high": 1.0, "n": 10}
+                (out / "metrics.json").write_text(json.dumps({
+                    "sets": {"seen": {"format_accuracy": fa}, "unseen": {"format_accuracy": fa}},
+                    "scoring": {"own": {"loss": 2.0 - quality, "state_space_exp_entropy_geomean": 10 - quality}},
+                    "hidden": {"summary": {"json": {"first": 1.0, "middle": 2.0, "last": 3.0},
+                                           "thought": {"first": 1.0, "middle": 3.0, "last": 4.0},
+                                           "mean": {"middle": 2.5}},
+                               "l2": {"json": [1.0, 2.0], "thought": [1.0, 3.0]}}}))
+            return {"fake": kind}
+
+        return run
+
+
+@pytest.fixture
+def fake_stages(monkeypatch):
+    fake = FakeStages()
+    for kind in ("sample", "build", "train", "eval"):
+        monkeypatch.setitem(stages.RUNNERS, kind, fake(kind))
+    return fake

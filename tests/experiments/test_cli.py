@@ -1,0 +1,47 @@
+"""`delia experiment` (dry run and run) and `delia report` through the real CLI, with fake stages."""
+
+from __future__ import annotations
+
+import yaml
+from typer.testing import CliRunner
+
+from delia.cli import app
+
+
+def _write(make_exp, tmp_path):
+    from delia.config import to_dict
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(to_dict(make_exp())))
+    return path
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(make_exp, fake_stages, tmp_path):
+    res = CliRunner().invoke(app, ["experiment", str(_write(make_exp, tmp_path)), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "3 runs, 13 distinct steps (13 to do)" in " ".join(res.output.split())
+    assert sum(fake_stages.calls.values()) == 0 and not (tmp_path / "exp/results.json").exists()
+
+
+def test_run_then_report(make_exp, fake_stages, tmp_path):
+    cfg = _write(make_exp, tmp_path)
+    res = CliRunner().invoke(app, ["experiment", str(cfg), "grid.seeds=[7]"])
+    assert res.exit_code == 0, res.output
+    assert "| delia | 1 | 50.0 [" in res.output and "ran 13, skipped 0" in " ".join(res.output.split())
+    res = CliRunner().invoke(app, ["experiment", str(cfg), "grid.seeds=[7]", "--dry-run"])
+    assert "(0 to do)" in " ".join(res.output.split())
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "exp")])
+    assert res.exit_code == 0 and "## Table 1" in res.output and (tmp_path / "exp/report.md").exists()
+
+
+def test_failed_steps_exit_nonzero(make_exp, fake_stages, tmp_path):
+    fake_stages.fail_on = {"eval"}
+    res = CliRunner().invoke(app, ["experiment", str(_write(make_exp, tmp_path))])
+    assert res.exit_code == 1 and "failed eval/" in res.output
+
+
+def test_ls_methods_lists_every_method():
+    res = CliRunner().invoke(app, ["ls", "methods"])
+    for name in ("original", "icl", "cit", "random_init", "mean_init", "fact_based", "dmt", "ctg", "dipmt",
+                 "neftune", "delia", "wo_diverse", "wo_diversified", "wo_all", "w_all"):
+        assert name in res.output

@@ -1,0 +1,36 @@
+"""--dry-run estimates: exact work counts times the cost model."""
+
+from __future__ import annotations
+
+import pytest
+
+from delia.experiments import expand
+from delia.experiments.estimate import estimate, eval_rows, train_rows
+
+
+def test_work_counts_and_seconds(make_exp):
+    exp = make_exp(grid={"methods": ["original", "cit", "delia", "fact_based"], "ratios": [3.0]},
+                   methods={"fact_based": {"n_q": 5}}, sample={"max_new_tokens": 100},
+                   cost={"sample_token": 0.01, "train_row": 2.0, "train_diverse_row": 1.28, "eval_token": 0.001,
+                         "score_row": 0.5, "model_load": 1.0, "hook_factor": {}})
+    plan = expand(exp)
+    by = {r.method: r for r in plan.runs}
+    assert train_rows(by["cit"].steps["train"].inputs["data"]) == 30
+    assert train_rows(by["delia"].steps["train"].inputs["data"]) == 30 + 90
+    assert train_rows(by["fact_based"].steps["train"].inputs["data"]) == 30 + 8 * 5
+    assert eval_rows(by["delia"].steps["test"]) == 4 * 2  # limit 4 x (seen:1 + unseen:1)
+    assert eval_rows(by["delia"].steps["valid"]) == 11  # every gold row under its own instruction
+    est = estimate(plan)
+    sample = next(s for s in plan.steps if s.kind == "sample")
+    assert sample.volatile["limit"] == 90 + 5 + 2
+    assert est.per_step[sample.key] == pytest.approx(1.0 + 97 * 100 * 0.01)
+    # 30 downstream rows x 2.0 s + 90 diverse rows x 1.28 s scaled by 100 / 128 sampled tokens
+    assert est.per_step[by["delia"].steps["train"].key] == pytest.approx(1.0 + 30 * 2.0 + 90 * 1.0)
+    assert est.per_step[by["cit"].steps["train"].key] == pytest.approx(1.0 + 30 * 2.0)
+    assert est.per_step[by["delia"].steps["test"].key] == pytest.approx(1.0 + 8 * 256 * 0.001)
+    assert est.per_step[by["delia"].steps["valid"].key] == pytest.approx(1.0 + 11 * 0.5)
+    assert est.n_todo == len(plan.steps)
+    exp2 = make_exp(grid={"methods": ["ctg"]}, cost={"eval_token": 0.001, "model_load": 0.0,
+                                                      "hook_factor": {"arithmetic": 5.0}})
+    (run,) = expand(exp2).runs
+    assert estimate(expand(exp2)).per_step[run.steps["test"].key] == pytest.approx(8 * 256 * 0.001 * 5.0)

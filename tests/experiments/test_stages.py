@@ -1,0 +1,25 @@
+"""Step resolution: what goes into a step's hash and what does not."""
+
+from __future__ import annotations
+
+import pytest
+
+from delia.config import ConfigError
+from delia.experiments.stages import resolve
+
+
+def test_resolved_config_has_defaults_placeholders_and_no_volatile_or_unset_fields():
+    r = resolve("train", {"model": "m", "seed": 1, "threads": 2}, ["data"])
+    assert r["lora_r"] == 16 and r["learning_rate"] == 2e-4  # the stage's defaults are part of the hash
+    assert r["data"] == "<data>/train.jsonl" and "out" not in r  # placeholders, not machine paths
+    assert "threads" not in r and "report_to" not in r  # volatile
+    assert "init_adapter" not in r and "batch_size" not in r  # unset optional fields
+    assert resolve("train", {"model": "m", "seed": 1, "init_adapter": None}, ["data"]) == r
+    assert resolve("train", {"model": "m", "seed": 2}, ["data"]) != r
+    e = resolve("eval", {"data": "x.jsonl", "halu": {"instructions": "seen:1"}}, ["seen"])
+    assert e["halu"]["seen_file"] == "<seen>/data.jsonl" and e["halu"]["instructions"] == "seen:1"
+
+
+def test_a_stage_rejecting_its_config_fails_the_plan():
+    with pytest.raises(ConfigError, match="train step: .*lora_r"):
+        resolve("train", {"lora_r": 0}, ["data"])
