@@ -133,6 +133,12 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return out
 
 
+def flag_overrides(flags: dict[str, Any]) -> list[str]:
+    """CLI flag values -> `key=value` overrides; None means "not given". Values are JSON-quoted so YAML never
+    reinterprets them (a path like `a: b` or an instruction spec like `seen:5,unseen` stays a string)."""
+    return [f"{k}={json.dumps(str(v) if isinstance(v, Path) else v)}" for k, v in flags.items() if v is not None]
+
+
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Recursive dict merge; `extra` wins."""
     out = dict(base)

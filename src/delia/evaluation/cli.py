@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -33,14 +32,14 @@ def register(app: typer.Typer) -> None:
         first-token state space and hidden-state alignment; writes metrics.json, predictions.jsonl, summary.md."""
         import yaml
 
-        from delia.config import load_config, to_dict
+        from delia.config import flag_overrides, load_config, to_dict
         from delia.evaluation.config import EvalConfig
 
         flags = {"data": data, "out": out, "task": task, "model": model, "adapter": adapter,
                  "halu.instructions": instructions, "limit": limit, "generation.batch_size": batch_size,
                  "generation.max_new_tokens": max_new_tokens, "dtype": dtype}
         # JSON-quote flag values so YAML never reinterprets them ("seen:5,unseen" stays a string)
-        cli = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+        cli = flag_overrides(flags)
         cfg = load_config(EvalConfig, config, overrides=cli + list(overrides or []))
         if show_config:
             typer.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from delia.config import load_config
+        from delia.config import flag_overrides, load_config
         from delia.sampling.run import SampleConfig, run_sample
 
         cli = {"out": out, "queries": queries, "self_queries": self_queries, "model": model, "engine": engine,
@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         opts = {"batch_size": batch_size, "dtype": dtype, "base_url": base_url, "concurrency": concurrency,
                 "tensor_parallel_size": tensor_parallel_size, "threads": threads}
         # CLI options win over the YAML file, so they go in as overrides (YAML-quoted to keep strings strings)
-        given = [f"{k}={json.dumps(str(v) if isinstance(v, Path) else v)}" for k, v in cli.items() if v is not None]
+        given = flag_overrides(cli)
         given += [f"engine_options.{k}={json.dumps(v)}" for k, v in opts.items() if v is not None]
         cfg = load_config(SampleConfig, config, given + list(overrides or []))
         try:

@@ -25,12 +25,12 @@ def register(app: typer.Typer) -> None:
         """LoRA SFT with the paper's recipe; trains the new special token's embedding too."""
         import yaml
 
-        from delia.config import load_config, to_dict
+        from delia.config import flag_overrides, load_config, to_dict
         from delia.training.config import TrainConfig
 
         # Flags that are given override the YAML file; key=value overrides come last and win over both.
         flags = {"data": data, "out": out, "model": model, "max_steps": max_steps, "merge": merge, "resume": resume}
-        cli = [f"{k}={v}" for k, v in flags.items() if v is not None]
+        cli = flag_overrides(flags)
         cfg = load_config(TrainConfig, config, overrides=cli + list(overrides or []))
         if show_config:
             typer.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False))
