@@ -93,3 +93,44 @@ def test_rows_joining_a_running_batch_match_per_row_greedy(tiny, monkeypatch):
     for p, g in zip(prompts, gens):
         assert g.text == _reference(model, tok, p, g.n_new_tokens)
     assert len({g.n_new_tokens for g in gens}) > 1
+
+
+def test_top_p_candidates_fall_back_to_a_full_sort_when_the_nucleus_is_wide(monkeypatch):
+    import delia.generation as G
+
+    monkeypatch.setattr(G, "_TOP_P_CANDIDATES", 4)
+    peaked = torch.log(torch.tensor([0.5, 0.3, 0.15] + [0.05 / 47] * 47))  # nucleus {0, 1, 2} at top_p 0.9
+    flat = torch.zeros(50)  # uniform: the nucleus at top_p 0.9 is 45 tokens, far past 4 candidates
+    logits = torch.stack([peaked, flat] * 1500)
+    toks = G._next_tokens(logits, GenParams(temperature=1.0, top_p=0.9), torch.Generator().manual_seed(0))
+    assert set(toks[0::2].tolist()) == {0, 1, 2}
+    assert len(set(toks[1::2].tolist())) == 45
+    # every row inside the candidates: the same nucleus without any sort of the vocabulary
+    toks = G._next_tokens(torch.stack([peaked] * 1000), GenParams(temperature=1.0, top_p=0.9),
+                          torch.Generator().manual_seed(0))
+    assert set(toks.tolist()) == {0, 1, 2}
+
+
+def test_growing_cache_layer_equals_concatenation():
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    import delia.generation as G
+
+    grow, ref = G._growing_layer_class()(), DynamicLayer()
+    g = torch.Generator().manual_seed(0)
+    for add in [7] + [1] * 120 + [3]:  # a prefill, many decode steps (the buffer grows twice), a chunk
+        k, v = torch.randn(4, 2, add, 8, generator=g), torch.randn(4, 2, add, 8, generator=g)
+        out, want = grow.update(k, v), ref.update(k, v)
+        assert torch.equal(out[0], want[0]) and torch.equal(out[1], want[1])
+    assert grow._kbuf.shape[2] > grow.get_seq_length() == 130  # spare room, used part exposed
+    idx = torch.tensor([3, 1])
+    grow.batch_select_indices(idx), ref.batch_select_indices(idx)
+    grow.crop(-5), ref.crop(-5)
+    k, v = torch.randn(2, 2, 1, 8, generator=g), torch.randn(2, 2, 1, 8, generator=g)
+    out, want = grow.update(k, v), ref.update(k, v)
+    assert torch.equal(out[0], want[0]) and torch.equal(out[1], want[1])
+    from transformers import LlamaConfig
+
+    cache = G._growing(DynamicCache(config=LlamaConfig(num_hidden_layers=3)))
+    assert [type(layer) for layer in cache.layers] == [G._GROWING] * 3 and G._mergeable(cache)
