@@ -134,3 +134,31 @@ def test_growing_cache_layer_equals_concatenation():
 
     cache = G._growing(DynamicCache(config=LlamaConfig(num_hidden_layers=3)))
     assert [type(layer) for layer in cache.layers] == [G._GROWING] * 3 and G._mergeable(cache)
+
+
+def test_prefill_groups_bound_padding_and_keep_row_order(monkeypatch):
+    import delia.generation as G
+
+    lengths = [376, 315, 234, 224, 214, 206, 194, 194, 179, 179] + [120] * 40
+    groups = G._prefill_groups(lengths)
+    assert [i for g in groups for i in g] == list(range(len(lengths)))
+    for g in groups:
+        padded = max(lengths[i] for i in g) * len(g)
+        assert len(g) == 1 or (padded <= G._PREFILL_TOKENS
+                               and padded - sum(lengths[i] for i in g) <= G._PREFILL_WASTE * padded)
+    assert len(groups) < len(lengths) / 3  # similar lengths share a pass
+
+
+def test_grouped_prefill_matches_one_pass(tiny, monkeypatch):
+    import delia.generation as G
+
+    model, tok = tiny
+    prompts = PROMPTS + ["the cat sat on the mat and looked at the dog for a long while", "numbers: 1 2 3"]
+    one = generate(model, tok, prompts, GenParams(max_new_tokens=10), batch_size=8)
+    passes = []
+    real = G._prefill_pass
+    monkeypatch.setattr(G, "_PREFILL_WASTE", 0.0)  # every distinct length gets its own pass
+    monkeypatch.setattr(G, "_prefill_pass", lambda m, rows, pad: passes.append(len(rows)) or real(m, rows, pad))
+    grouped = generate(model, tok, prompts, GenParams(max_new_tokens=10), batch_size=8)
+    assert len(passes) > 1 and sum(passes) == len(prompts)
+    assert [g.text for g in grouped] == [g.text for g in one] == [_reference(model, tok, p, 10) for p in prompts]
