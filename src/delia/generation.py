@@ -12,7 +12,7 @@ full. Prompts joining the batch are prefilled in passes of similar length (littl
 computes logits for the last position only, the KV cache grows in place instead of being re-concatenated
 every step, top-p looks at the 128 most likely tokens instead of sorting the vocabulary (exact; a full sort
 only when the nucleus is wider), and stop strings are checked on a short decoded tail. Greedy decoding gives
-the same tokens as `model.generate` (tested). docs/sampling.md has the measured effect of each.
+the same tokens as `model.generate` (tested). docs/sampling.md says what each one saved when profiled.
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ def _growing_layer_class():
     """A DynamicLayer that appends in place into a buffer with spare room.
 
     transformers' DynamicLayer appends a token with `torch.cat`, which copies the layer's whole cache every
-    step (O(length) per token; measured as about a fifth of a CPU decode step at batch 32). This layer keeps
+    step (O(length) per token; profiled at about a fifth of a CPU decode step at batch 32). This layer keeps
     keys/values in a larger buffer and exposes `keys`/`values` as views of the used part, so a step writes one
     column; the buffer grows by half when full. Anything that assigns `keys`/`values` (batch selection,
     merging, trimming) simply replaces the buffer.
