@@ -4,7 +4,7 @@ Both answer the same Alpaca queries with the authors' one-shot prompt, the same 
 (T=0.7, top-p 0.95) and the same max new tokens, on the same loaded model, in one run. Prints tokens/s for
 both and the ratio. Run under `flock /tmp/delia-bench.lock` on a shared machine:
 
-    flock /tmp/delia-bench.lock python benchmarks/sampling.py --n 64 --max-new-tokens 128
+    flock /tmp/delia-bench.lock python benchmarks/sampling.py --n 64 --max-new-tokens 64 --breakdown
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -48,6 +49,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
     ap.add_argument("--skip-naive", action="store_true", help="only time delia (for tuning; no ratio)")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also time the prompt passes (naive: one more loop with max_new_tokens=1)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,6 +68,7 @@ def main() -> None:
     if not args.skip_naive:
         n, dt = naive(model, tok, prompts, params)
         rows.append(("naive loop (fp32, batch 1, model.generate)", n, dt))
+    prompt_pass = _time_prompt_passes()
     t0 = time.perf_counter()
     gens = engine.generate(prompts, params)
     dt = time.perf_counter() - t0
@@ -84,8 +88,34 @@ def main() -> None:
         ratio = (rows[1][1] / rows[1][2]) / (rows[0][1] / rows[0][2])
         result["ratio"] = ratio
         print(f"speed-up (tokens/s, delia / naive): {ratio:.2f}x")
+    if args.breakdown:  # where the time goes: the prompt pass vs decoding
+        naive_prefill = 0.0
+        if not args.skip_naive:
+            _, naive_prefill = naive(model, tok, prompts, replace(params, max_new_tokens=1))
+        result["prompt_pass_seconds"] = {"naive": naive_prefill, "delia": prompt_pass["seconds"]}
+        print("prompt pass (prefill) seconds: "
+              + (f"naive {naive_prefill:.1f} (max_new_tokens=1 per query), " if naive_prefill else "")
+              + f"delia {prompt_pass['seconds']:.1f} of {dt:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+def _time_prompt_passes() -> dict[str, float]:
+    """Accumulate the wall time delia's engine spends in prompt passes (prefill and the shared prefix)."""
+    import delia.generation as G
+
+    acc = {"seconds": 0.0}
+    for name in ("_prefill", "_shared_prefix"):
+        fn = getattr(G, name)
+
+        def timed(*a, _fn=fn, **k):
+            t = time.perf_counter()
+            try:
+                return _fn(*a, **k)
+            finally:
+                acc["seconds"] += time.perf_counter() - t
+        setattr(G, name, timed)
+    return acc
 
 
 if __name__ == "__main__":

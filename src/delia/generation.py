@@ -12,7 +12,7 @@ full. Prompts joining the batch are prefilled in passes of similar length (littl
 computes logits for the last position only, the KV cache grows in place instead of being re-concatenated
 every step, top-p looks at the 128 most likely tokens instead of sorting the vocabulary (exact; a full sort
 only when the nucleus is wider), and stop strings are checked on a short decoded tail. Greedy decoding gives
-the same tokens as `model.generate` (tested). docs/sampling.md has the measured effect of each.
+the same tokens as `model.generate` (tested). docs/sampling.md says what each one saved when profiled.
 """
 
 from __future__ import annotations
@@ -129,37 +129,75 @@ def _prefill_groups(lengths: Sequence[int]) -> list[list[int]]:
     return groups
 
 
-def _prefill(model, rows: list[list[int]], pad_id: int):
-    """The prompt pass for `rows`; returns (cache, left-padded mask, last positions, next-token logits).
+_PREFIX_MIN = 8  # shortest shared prompt start worth running once
+
+
+def _shared_prefix(model, rows: list[list[int]]):
+    """The prompt start shared by every row (the chat template's system prompt, a fixed instruction), run
+    once: its keys/values are copied into each prompt pass instead of being recomputed per row (24 of the
+    132 tokens of an average Alpaca one-shot prompt on SmolLM2). Returns (length, per-layer (keys, values))
+    or None when there is nothing worth sharing or the cache layers cannot take it (sliding windows)."""
+    import torch
+    from transformers import DynamicCache
+
+    if len(rows) < 2:
+        return None
+    first, shortest, p = rows[0], min(len(r) for r in rows), 0
+    while p < shortest - 1 and all(r[p] == first[p] for r in rows):  # every row keeps >= 1 token of its own
+        p += 1
+    if p < _PREFIX_MIN or not _mergeable(_growing(DynamicCache(config=model.config))):
+        return None
+    cache = DynamicCache(config=model.config)
+    model(input_ids=torch.tensor([first[:p]], device=model.device), past_key_values=cache, use_cache=True,
+          logits_to_keep=1)
+    return p, [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _prefill(model, rows: list[list[int]], pad_id: int, prefix=None):
+    """The prompt pass for `rows`; returns (cache, attention mask, last positions, next-token logits).
 
     Runs one pass per group of similar lengths (`_prefill_groups`) and joins the caches, when the cache
-    layers can be joined (plain full-attention layers); otherwise one pass.
+    layers can be joined (plain full-attention layers); otherwise one pass. With a `prefix` from
+    `_shared_prefix`, only the tokens after it are computed.
     """
     import torch
     from transformers import DynamicCache
 
-    groups = _prefill_groups([len(r) for r in rows])
+    skip = prefix[0] if prefix else 0
+    groups = _prefill_groups([len(r) - skip for r in rows])
     if len(groups) == 1 or not _mergeable(_growing(DynamicCache(config=model.config))):
-        return _prefill_pass(model, rows, pad_id)
-    parts = [_prefill_pass(model, [rows[i] for i in g], pad_id) for g in groups]
+        return _prefill_pass(model, rows, pad_id, prefix)
+    parts = [_prefill_pass(model, [rows[i] for i in g], pad_id, prefix) for g in groups]
     mask = _merge_all([c for c, *_ in parts], [m for _, m, *_ in parts])
     return parts[0][0], mask, torch.cat([p for *_, p, _ in parts]), torch.cat([lg for *_, lg in parts])
 
 
-def _prefill_pass(model, rows: list[list[int]], pad_id: int):
-    """One prompt pass for left-padded `rows`; returns (cache, mask, last positions, next-token logits)."""
+def _prefill_pass(model, rows: list[list[int]], pad_id: int, prefix=None):
+    """One prompt pass for `rows`; returns (cache, attention mask, last positions, next-token logits).
+
+    Rows are left-padded so the next token follows each prompt directly. With a shared prefix of length p the
+    cache starts with its keys/values for every row, then padding, then each row's own tokens:
+    the mask is [1]*p + [0]*pad + [1]*own and positions continue from p.
+    """
     import torch
     from transformers import DynamicCache
 
-    n, width = len(rows), max(len(e) for e in rows)
+    skip = prefix[0] if prefix else 0
+    own = [e[skip:] for e in rows]
+    n, width = len(own), max(len(e) for e in own)
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     mask = torch.zeros((n, width), dtype=torch.long)
-    for r, e in enumerate(rows):  # left padding: the next token follows the prompt directly
+    for r, e in enumerate(own):
         ids[r, width - len(e):] = torch.tensor(e)
         mask[r, width - len(e):] = 1
     ids, mask = ids.to(model.device), mask.to(model.device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = _growing(DynamicCache(config=model.config))
+    if prefix:
+        mask = torch.cat([mask.new_ones((n, skip)), mask], dim=1)
+        for layer, (k, v) in zip(cache.layers, prefix[1]):
+            layer.lazy_initialization(k, v)
+            layer.keys, layer.values = k.expand(n, -1, -1, -1).contiguous(), v.expand(n, -1, -1, -1).contiguous()
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, skip:]
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
                 logits_to_keep=1)
     return cache, mask, pos[:, -1], out.logits[:, -1, :]
@@ -169,7 +207,7 @@ def _growing_layer_class():
     """A DynamicLayer that appends in place into a buffer with spare room.
 
     transformers' DynamicLayer appends a token with `torch.cat`, which copies the layer's whole cache every
-    step (O(length) per token; measured as about a fifth of a CPU decode step at batch 32). This layer keeps
+    step (O(length) per token; profiled at about a fifth of a CPU decode step at batch 32). This layer keeps
     keys/values in a larger buffer and exposes `keys`/`values` as views of the used part, so a step writes one
     column; the buffer grows by half when full. Anything that assigns `keys`/`values` (batch selection,
     merging, trimming) simply replaces the buffer.
@@ -347,12 +385,13 @@ def generate(model, tokenizer, prompts: Sequence[Prompt], params: GenParams, bat
     rows: list[int] = []  # batch row -> input index
     cache = mask = last_pos = logits = None
     with torch.inference_mode():
+        prefix = _shared_prefix(model, enc)
         while pending or rows:
             # refill: when half the batch is done (or, for caches we cannot merge, all of it)
             if pending and (not rows or (len(rows) <= batch_size // 2 and _mergeable(cache))):
                 flush()
                 take = [pending.pop() for _ in range(min(batch_size - len(rows), len(pending)))]
-                c2, m2, p2, l2 = _prefill(model, [enc[i] for i in take], pad_id)
+                c2, m2, p2, l2 = _prefill(model, [enc[i] for i in take], pad_id, prefix)
                 if rows:
                     mask = _merge(cache, mask, c2, m2)
                     last_pos, logits = torch.cat([last_pos, p2]), torch.cat([logits, l2])

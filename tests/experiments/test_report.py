@@ -19,13 +19,15 @@ def test_ci_is_a_seeded_bootstrap_around_the_mean():
 
 def test_report_from_saved_results(make_exp, fake_stages, tmp_path):
     exp = make_exp(grid={"methods": ["original", "cit", "delia", "wo_diversified", "wo_all"], "seeds": [42, 43],
-                         "ratios": [1.0, 2.0]})
+                         "ratios": [1.0, 2.0]}, methods={"wo_diversified": {"ratios": [1.0]}})
     run_experiment(expand(exp))
     path = build_report(exp.out_dir)
     text = path.read_text()
     # fake evals: base 0/10 parsed per set, every trained model 5/10 -> pooled over 2 seeds = 50.0
-    assert "| original | 1 | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] |" in text
-    assert "| delia | 2 | 50.0 [" in text and "| cit | 2 | 50.0 [" in text
+    assert "| original | – | 1 | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] |" in text
+    assert "| delia | 2 | 2 | 50.0 [" in text and "| cit | – | 2 | 50.0 [" in text
+    # a method run at a smaller ratio only is shown at its own largest ratio, not left out
+    assert "| wo_diversified | 1 | 2 | 50.0 [" in text
     for title in ("## Main results", "## Table 1", "## Table 2", "## Table 4: ablations",
                   "## Robustness on unseen phrasings", "## Downstream loss and first-token state space"):
         assert title in text

@@ -42,3 +42,19 @@ def test_lambda_zero_is_greedy_decoding_of_the_description_prompt(tiny_dir):
     assert ours.text == ref.text and ours.n_new_tokens == ref.n_new_tokens
     other = arithmetic_generate(model, tok, [[desc, task]], guidance_weights(2.0), max_new_tokens=12)[0]
     assert other.n_new_tokens > 0  # a different formula still decodes (it usually differs, not asserted)
+
+
+def test_examples_decoded_together_equal_each_decoded_alone(tiny_dir):
+    from delia.models import load
+
+    model, tok = load(tiny_dir, dtype="fp32")
+    # plain-text prompts: the tiny random model repeats tokens of different lengths for them
+    examples = [["the cat sat on the", "numbers: 1 2 3"], ["Once upon a time there was", "def f(x):"],
+                ["Paris is", "A B C D E F"], ["hello world, again and again", "Hi"]]
+    stop = lambda text: len(text) >= 20  # noqa: E731 - examples stop at different steps and leave the batch
+    for lam in (0.0, 0.5):
+        together = arithmetic_generate(model, tok, examples, guidance_weights(lam), max_new_tokens=14, stop_fn=stop)
+        alone = [arithmetic_generate(model, tok, [e], guidance_weights(lam), max_new_tokens=14, stop_fn=stop)[0]
+                 for e in examples]
+        assert together == alone
+        assert len({g.n_new_tokens for g in together}) > 1 and len({g.text for g in together}) > 1

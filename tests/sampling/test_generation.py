@@ -158,7 +158,26 @@ def test_grouped_prefill_matches_one_pass(tiny, monkeypatch):
     passes = []
     real = G._prefill_pass
     monkeypatch.setattr(G, "_PREFILL_WASTE", 0.0)  # every distinct length gets its own pass
-    monkeypatch.setattr(G, "_prefill_pass", lambda m, rows, pad: passes.append(len(rows)) or real(m, rows, pad))
+    monkeypatch.setattr(G, "_prefill_pass", lambda m, rows, *a: passes.append(len(rows)) or real(m, rows, *a))
     grouped = generate(model, tok, prompts, GenParams(max_new_tokens=10), batch_size=8)
     assert len(passes) > 1 and sum(passes) == len(prompts)
     assert [g.text for g in grouped] == [g.text for g in one] == [_reference(model, tok, p, 10) for p in prompts]
+
+
+def test_shared_prompt_start_is_computed_once_and_changes_nothing(tiny, monkeypatch):
+    import delia.generation as G
+
+    model, tok = tiny
+    system = {"role": "system", "content": "You answer questions about colours and animals briefly."}
+    prompts = [[system, {"role": "user", "content": q}] for q in
+               ["Name three colours.", "Why is the sky blue?", "Hi", "Write a long story about a cat."]]
+    enc = [tok(render_prompt(tok, p), add_special_tokens=False)["input_ids"] for p in prompts]
+    shared = G._shared_prefix(model, enc)
+    assert shared is not None and shared[0] >= 10
+    seen = []
+    real = G._shared_prefix
+    monkeypatch.setattr(G, "_shared_prefix", lambda m, rows: seen.append(r := real(m, rows)) or r)
+    gens = generate(model, tok, prompts, GenParams(max_new_tokens=10), batch_size=2)  # two rows join later
+    assert seen and seen[0] is not None
+    assert [g.text for g in gens] == [_reference(model, tok, p, 10) for p in prompts]
+    assert [g.n_prompt_tokens for g in gens] == [len(e) for e in enc]

@@ -61,11 +61,18 @@ class Results:
         self.ratios = sorted({r["ratio"] for r in self.rows if r["ratio"] is not None})
 
     def pick(self, method: str, size: int | None = None, ratio: float | None = None) -> list[dict[str, Any]]:
-        """The runs (one per seed) of `method` at a grid point; axes the method does not use match anything."""
-        size = self.sizes[-1] if size is None and self.sizes else size
-        ratio = self.ratios[-1] if ratio is None and self.ratios else ratio
-        return [r for r in self.rows if r["method"] == method and r["size"] in (None, size)
-                and r["ratio"] in (None, ratio)]
+        """The runs (one per seed) of `method` at a grid point; axes the method does not use match anything.
+
+        An axis left as None is the method's own largest value, so a method run only at some ratios (DMT at
+        ratio 1, an ablation at one ratio) is shown at the largest it has, not left out.
+        """
+        mine = [r for r in self.rows if r["method"] == method]
+        sizes = sorted({r["size"] for r in mine if r["size"] is not None})
+        size = sizes[-1] if size is None and sizes else size
+        mine = [r for r in mine if r["size"] in (None, size)]
+        ratios = sorted({r["ratio"] for r in mine if r["ratio"] is not None})
+        ratio = ratios[-1] if ratio is None and ratios else ratio
+        return [r for r in mine if r["ratio"] in (None, ratio)]
 
     def pooled(self, runs: list[dict[str, Any]], set_name: str, key: str = "parsed") -> tuple[float, float, float]:
         vals = [v for r in runs if "test" in r["steps"]
@@ -95,8 +102,8 @@ def build_report(root: str | Path) -> Path:
     exp = (root / "experiment.yaml").read_text() if (root / "experiment.yaml").exists() else ""
     lines = [f"# Experiment report: `{root}`", "",
              f"{len(res.rows)} runs; methods {', '.join(res.methods)}; sizes {res.sizes or '–'}; "
-             f"ratios {res.ratios or '–'}. Cells pool all seeds at the largest size and ratio unless a column says "
-             f"otherwise; [low, high] is a 95% bootstrap interval over prompts. Rebuilt from saved results only.", ""]
+             f"ratios {res.ratios or '–'}. Cells pool all seeds at each method's largest size and ratio (the `ratio` "
+             f"column) unless a column says otherwise; [low, high] is a 95% bootstrap interval over prompts. Rebuilt from saved results only.", ""]
     sets = res.sets()
     lines += main_table(res, sets) + [""]
     lines += table1(res) + [""]
@@ -128,11 +135,12 @@ def main_table(res: Results, sets: list[str]) -> list[str]:
             continue
         acc = res.pooled(runs, last)[0]
         imp = f"{100 * (acc / base - 1):+.1f}%" if base and not math.isnan(base) and base > 0 else "–"
-        rows.append([m, str(len(runs)), *(res.cell(runs, s) for s in sets), res.cell(runs, last, "strict"),
-                     _pct(res.mean(runs, f"{last}.label_accuracy")), imp])
+        ratio = {r["ratio"] for r in runs} - {None}
+        rows.append([m, f"{ratio.pop():g}" if ratio else "–", str(len(runs)), *(res.cell(runs, s) for s in sets),
+                     res.cell(runs, last, "strict"), _pct(res.mean(runs, f"{last}.label_accuracy")), imp])
     return (["## Main results: format accuracy (%) by instruction set", ""] +
-            _table(["method", "seeds", *(f"{s} format acc" for s in sets), f"{last} strict", f"{last} label acc",
-                    f"vs original ({last})"], rows))
+            _table(["method", "ratio", "seeds", *(f"{s} format acc" for s in sets), f"{last} strict",
+                    f"{last} label acc", f"vs original ({last})"], rows))
 
 
 def table1(res: Results) -> list[str]:

@@ -57,10 +57,12 @@ def arithmetic_decoder(model, tok, prompts: list, params, batch_size: int = 1,
     from delia.methods.ctg import arithmetic_generate, desc_prompt, guidance_weights
 
     out = []
-    for i, p in enumerate(prompts):
-        (gen,) = arithmetic_generate(model, tok, [[desc_prompt(p, system), p]], guidance_weights(lam),
-                                     max_new_tokens=params.max_new_tokens, stop_fn=stop_fn)
-        out.append(gen)
+    step = max(1, batch_size // 2)  # two rows (M_desc, M_task) per example
+    for start in range(0, len(prompts), step):
+        chunk = prompts[start:start + step]
+        gens = arithmetic_generate(model, tok, [[desc_prompt(p, system), p] for p in chunk], guidance_weights(lam),
+                                   max_new_tokens=params.max_new_tokens, stop_fn=stop_fn)
+        out += gens
         if on_batch:
-            on_batch([i], [gen])
+            on_batch(list(range(start, start + len(chunk))), gens)
     return out
