@@ -27,7 +27,7 @@ def test_run_then_report(make_exp, fake_stages, tmp_path):
     cfg = _write(make_exp, tmp_path)
     res = CliRunner().invoke(app, ["experiment", str(cfg), "grid.seeds=[7]"])
     assert res.exit_code == 0, res.output
-    assert "| delia | 1 | 50.0 [" in res.output and "ran 13, skipped 0" in " ".join(res.output.split())
+    assert "| delia | 2 | 1 | 50.0 [" in res.output and "ran 13, skipped 0" in " ".join(res.output.split())
     res = CliRunner().invoke(app, ["experiment", str(cfg), "grid.seeds=[7]", "--dry-run"])
     assert "(0 to do)" in " ".join(res.output.split())
     res = CliRunner().invoke(app, ["report", str(tmp_path / "exp")])
