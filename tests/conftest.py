@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny tied/untied models saved as HF directories, shared data paths."""
+"""Shared fixtures: tiny tied/untied models saved as HF directories, the packaged data as plain files."""
 
 from __future__ import annotations
 
@@ -10,15 +10,21 @@ import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-DATA = SHARED / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not DATA.exists():
-        pytest.skip(f"{DATA} not found (../shared beside the checkout)")
-    return DATA
+def shared_data(tmp_path_factory) -> Path:
+    """The data delia ships (`builtin:` names) laid out as plain files, `halu/train.jsonl` etc. The tests need
+    no `../shared`: everything they read is packaged."""
+    from delia.data.sources import builtin_names, resolve_source
+
+    root = tmp_path_factory.mktemp("data")
+    for name in builtin_names():
+        src = resolve_source(f"builtin:{name}")
+        dst = root / name.split("/")[0] / src.name
+        dst.parent.mkdir(exist_ok=True)
+        dst.write_bytes(src.read_bytes())
+    return root
 
 
 @pytest.fixture(scope="session")

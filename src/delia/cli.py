@@ -103,11 +103,20 @@ def chat_cmd(
 
 @app.command("ls")
 def ls_cmd(kind: str = typer.Argument(None, help="Registry to list (default: all).")) -> None:
-    """List registered parts: formats, engines, diversifiers, methods, metrics."""
+    """List registered parts (formats, engines, diversifiers, methods, metrics) and packaged data."""
+    from delia.data.sources import BUILTIN, builtin_names
     from delia.registry import REGISTRIES
 
     _load_registries()
     kinds = [k for k in REGISTRIES if kind is None or kind.rstrip("s") in k]
+    if kind is None or kind == "data":
+        table = Table(title="data (packaged; provenance: delia/resources/DATA_CARD.md)", show_header=False,
+                      title_justify="left")
+        for name in builtin_names():
+            table.add_row(f"{BUILTIN}{name}")
+        Console().print(table)
+        if kind == "data":
+            return
     if not kinds:
         console.print(f"[red]no registry {kind!r}; known: {', '.join(REGISTRIES)}[/red]")
         raise typer.Exit(2)

@@ -36,9 +36,7 @@ class ModelNotFoundError(FileNotFoundError):
     """The model name or path resolves to nothing loadable; the message says what was tried."""
 
 
-def cache_dir() -> Path:
-    """Root of delia's cache: $DELIA_CACHE, else ~/.cache/delia."""
-    return Path(os.environ.get("DELIA_CACHE") or Path.home() / ".cache" / "delia")
+from delia.data.sources import cache_dir  # noqa: E402  (re-exported: models and data share one cache root)
 
 
 # ---------------------------------------------------------------- resolving names

@@ -21,7 +21,7 @@ def test_the_presets_exist():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_config_expands(name, monkeypatch, shared_data):
-    monkeypatch.chdir(ROOT)  # configs use ../shared/data paths relative to the repo root
+    monkeypatch.chdir(ROOT)  # configs name packaged data (builtin:...) and repo-relative files
     exp = load_experiment(ROOT / "configs" / name)
     plan = expand(exp)
     assert plan.runs and plan.steps

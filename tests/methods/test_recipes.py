@@ -100,7 +100,8 @@ def test_translation_rows_become_chat_rows_before_the_builder(make_exp, shared_d
     build = only(plan, "delia").steps["train"].inputs["data"]
     assert build.config["token"] == "" and build.inputs["downstream"].config["name"] == "translation_chat"
     test = only(plan, "original").steps["test"]
-    assert test.inputs["examples"].config == {"path": wmt, "n": 20, "start": 500}
+    assert test.inputs["examples"].run_config == {"path": wmt, "n": 20, "start": 500}
+    assert "path" not in test.inputs["examples"].resolved  # named by content, not path
     with pytest.raises(ConfigError, match="halu task only"):
         expand(make_exp(["mean_init"], data={"task": "translation", "train": wmt, "test": wmt, "valid": None}))
 

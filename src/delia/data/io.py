@@ -16,6 +16,7 @@ from typing import Any
 
 from delia.data.formats import FORMATS, Format, detect_format
 from delia.data.records import DataError, FieldError, Problem, Record
+from delia.data.sources import resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,7 @@ def iter_json_rows(path: str | Path) -> Iterator[tuple[int, Any, str | None]]:
     Blank lines in JSONL hold no row and are passed over. A JSON array reports each element at the
     line where it starts.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found")
+    path = resolve_source(path)
     text = path.read_text(encoding="utf-8")
     stripped = text.lstrip()
     if path.suffix == ".json" or (stripped.startswith("[") and path.suffix != ".jsonl"):
@@ -173,7 +172,5 @@ def write_records(path: str | Path, records: Iterable[Record], fmt: str | None =
 
 def read_lines(path: str | Path) -> list[str]:
     """Non-empty, stripped lines of a text file (instruction lists)."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: file not found")
+    p = resolve_source(path)
     return [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from delia.config import ConfigError, opt, to_dict
 from delia.data import DataError, Problem, read_lines
+from delia.data.sources import resolve_source
 from delia.diversify.grammar import grammar_propose
 from delia.diversify.llm import Complete, engine_complete, llm_propose
 from delia.diversify.text import FilterConfig, diversity_stats, filter_variants
@@ -106,7 +107,7 @@ def load_seeds(cfg: DiversifyConfig) -> list[str]:
     seeds: list[str] = []
     if cfg.seeds:
         lines = read_lines(cfg.seeds)
-        raw = Path(cfg.seeds).read_text(encoding="utf-8").splitlines()
+        raw = resolve_source(cfg.seeds).read_text(encoding="utf-8").splitlines()
         numbers = [i for i, ln in enumerate(raw, 1) if ln.strip()]
         problems = [Problem(cfg.seeds, ln, f"seed instruction does not contain {cfg.token}")
                     for ln, s in zip(numbers, lines) if cfg.token not in s]

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from delia.config import ConfigError, opt
 from delia.evaluation.instructions import parse_spec
 
-HALU = "../shared/data/halu"
+HALU = "builtin:halu"  # packaged data (delia.data.sources); any path or hub id works instead
 SLOT = "{slot}"
 # the paper's plug-and-play demo sentence; the token or a concept word fills the slot (baselines.md §10)
 DEFAULT_PROBE = ("Q: what is the color of apple. A: apple is purple. "
@@ -38,9 +38,9 @@ class GenerationOptions:
 class HaluOptions:
     instructions: str = opt("seen:1,unseen:1", help="instruction sets, e.g. 'seen:5,unseen:all,explicit' "
                                                    "(see docs/evaluation.md)")
-    seen_file: str = opt(f"{HALU}/train.jsonl", help="training file whose instructions form the 'seen' set")
-    unseen_file: str = opt(f"{HALU}/instructions_unseen.txt", help="one unseen instruction per line")
-    explicit_file: str = opt(f"{HALU}/explicit_instruction.txt", help="the long explicit instruction")
+    seen_file: str = opt(f"{HALU}/train", help="training file whose instructions form the 'seen' set")
+    unseen_file: str = opt(f"{HALU}/instructions_unseen", help="one unseen instruction per line")
+    explicit_file: str = opt(f"{HALU}/explicit_instruction", help="the long explicit instruction")
     special_tokens: list[str] = opt(["<sep>"], help="tokens the instructions use for the format")
     token_description: str = opt(TOKEN_DESCRIPTION, help="replaces the token in the 'desc' variants")
     token_init: Literal["random", "mean", "mean_vocab", "none"] = opt(

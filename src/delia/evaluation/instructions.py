@@ -119,7 +119,9 @@ def load_set(item: SpecItem, files: dict[str, str], tokens: list[str], descripti
     if item.set == "own":
         return []
     if item.set == "explicit":
-        text = Path(files["explicit"]).read_text(encoding="utf-8").strip()
+        from delia.data.sources import resolve_source
+
+        text = resolve_source(files["explicit"]).read_text(encoding="utf-8").strip()
         if not text:
             raise ConfigError(f"{files['explicit']}: empty explicit instruction file")
         return [Instruction("explicit", text, "explicit", "before")]

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from delia.config import ConfigError, opt
 
-HALU = "../shared/data/halu"
+HALU = "builtin:halu"  # packaged data (delia.data.sources); any path or hub id works instead
 
 
 @dataclass
@@ -38,11 +38,11 @@ class DataConfig:
     """The task's files."""
 
     task: Literal["halu", "translation"] = opt("halu", help="halu (formatted generation) or translation")
-    train: str = opt(f"{HALU}/train.jsonl", help="downstream training rows (the size axis takes the first N)")
-    test: str = opt(f"{HALU}/test.jsonl", help="test examples (generation: format/label accuracy, robustness)")
-    valid: str | None = opt(f"{HALU}/valid.jsonl", help="rows with gold replies: downstream loss, first-token "
+    train: str = opt(f"{HALU}/train", help="downstream training rows (the size axis takes the first N)")
+    test: str = opt(f"{HALU}/test", help="test examples (generation: format/label accuracy, robustness)")
+    valid: str | None = opt(f"{HALU}/valid", help="rows with gold replies: downstream loss, first-token "
                                                         "state space (Figures 3-4); null skips this evaluation")
-    queries: str = opt("../shared/data/diverse/alpaca_5000.jsonl", help="diverse queries for self-sampling")
+    queries: str = opt("builtin:diverse/alpaca_5000", help="diverse queries for self-sampling")
     test_rows: list[int] | None = opt(None, help="[start, stop): evaluate only these rows of `test` (e.g. when "
                                                  "train and test come from one file)")
 

@@ -58,7 +58,7 @@ def eval_rows(step: Step) -> int:
     """Prompts an evaluation step will generate for (reads only the data and instruction files)."""
     from delia.experiments.stages import _stage_config
 
-    config = dict(step.config)
+    config = step.run_config
     if "examples" in step.inputs:  # held-out rows are written at run time; count as many rows of the same file
         n = step.inputs["examples"].config["n"]
         config["limit"] = min(config.get("limit") or n, n)
@@ -123,11 +123,11 @@ def estimate(plan: Plan) -> Estimate:
 
 def describe_step(s: Step) -> str:
     """A short human description of a step for the plan table."""
-    c = s.config
+    c = s.run_config
     if s.kind == "sample":
         return f"{c.get('model')} answers {s.volatile.get('limit')} queries ({Path(c['queries']).name})"
     if s.kind == "subset":
-        return f"first {c['n']} rows of {Path(c['path']).name}"
+        return f"rows {c.get('start', 0)}..{c.get('start', 0) + c['n']} of {Path(c['path']).name}"
     if s.kind == "slice":
         return f"answers to the first {c['n_queries']} queries"
     if s.kind == "build":

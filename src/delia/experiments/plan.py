@@ -29,9 +29,14 @@ class Step:
     volatile: dict[str, Any] = field(default_factory=dict)  # passed, not hashed (e.g. the sample limit)
 
     def __post_init__(self) -> None:
-        self.resolved = resolve(self.kind, {**self.config, **self.volatile}, list(self.inputs))
+        self.resolved = resolve(self.kind, self.run_config, list(self.inputs))
         self.key = config_hash({"kind": self.kind, "config": self.resolved, "fingerprint": self.fingerprint,
                                 "inputs": {r: s.key for r, s in sorted(self.inputs.items())}})
+
+    @property
+    def run_config(self) -> dict[str, Any]:
+        """What the stage receives: the hashed config with the volatile fields merged in (nested)."""
+        return merge(self.config, self.volatile)
 
     def dir(self, root: str | Path) -> Path:
         return Path(root) / "steps" / self.kind / self.key
@@ -94,22 +99,28 @@ class Ctx:
 
     def downstream(self) -> Step:
         """The first `size` rows of the training file."""
-        path = self.exp.data.train
-        rows = self.step("subset", {"path": path, "n": self.size}, fingerprint={"sha256": _digest(path)})
+        rows = self.subset(self.exp.data.train, self.size)
         if self.exp.data.task == "translation":  # src/ref rows -> chat rows the builder can diversify
             return self.transform("translation_chat", {"data": rows})
         return rows
 
+    def subset(self, path: str, n: int, start: int = 0) -> Step:
+        """Rows start..start+n of a data file. Named by content, not path: moving or renaming the file (e.g. a
+        `builtin:` name for a copy of the same data) keeps the step and everything after it."""
+        cfg: dict[str, Any] = {"n": n, **({"start": start} if start else {})}
+        return self.step("subset", cfg, fingerprint={"sha256": _digest(path)}, volatile={"path": path})
+
     def diverse(self, n_rows: int) -> Step:
         """Self-sampled answers to the first queries, enough for `n_rows` usable rows."""
         path = self.exp.data.queries
-        volatile: dict[str, Any] = {"limit": 1}
+        volatile: dict[str, Any] = {"limit": 1, "queries": path}
         if self.exp.threads:
             volatile["engine_options"] = {**self.exp.sample.get("engine_options", {}), "threads": self.exp.threads}
-        sample = self.step("sample", {**self.exp.sample, "model": self.exp.model, "queries": path},
+        sample = self.step("sample", {**self.exp.sample, "model": self.exp.model},
                            fingerprint={"sha256": _digest(path)}, volatile=volatile)
         n_queries = n_rows + math.ceil(n_rows * self.exp.sample_margin) + 2
-        return self.step("slice", {"queries": path, "n_queries": n_queries}, {"cache": sample})
+        return self.step("slice", {"n_queries": n_queries}, {"cache": sample},
+                         fingerprint={"sha256": _digest(path)}, volatile={"queries": path})
 
     def build(self, ratio: float, seed: int | None = None, **fields: Any) -> Step:
         """A training set: the downstream rows (instructions per `fields`) plus ratio x size diverse rows."""
@@ -138,31 +149,46 @@ class Ctx:
         d = self.exp.data
         inputs = {"adapter": adapter} if adapter else {}
         base = {"task": d.task, "model": self.exp.model, **self._threads()}
-        test = merge(merge({**base, "data": d.test}, self.exp.eval), fields)
+        test = merge(merge(base, self.exp.eval), fields)
+        files = _instruction_files(test)  # named by content (fingerprint), not by path
         if d.task == "halu" and "seen_file" not in self.exp.eval.get("halu", {}):
             # "seen" phrasings = those of the smallest training size, so they were seen by every trained model
             # (at any size) and every method is scored on the same prompts
             sizes = [*self.exp.grid.sizes, *(n for o in self.exp.methods.values() for n in o.get("sizes", []))]
-            seen = self.step("subset", {"path": d.train, "n": min(sizes)}, fingerprint={"sha256": _digest(d.train)})
-            test_inputs = {**inputs, "seen": seen}
+            test_inputs = {**inputs, "seen": self.subset(d.train, min(sizes))}
         else:
             test_inputs = dict(inputs)
         if d.test_rows:  # held-out rows of the test file, as a step of their own (so they are hashed by content)
             start, stop = d.test_rows
-            rows = self.step("subset", {"path": d.test, "n": stop - start, "start": start},
-                             fingerprint={"sha256": _digest(d.test)})
-            out = {"test": self.step("eval", test, {**test_inputs, "examples": rows})}
+            rows = self.subset(d.test, stop - start, start)
+            # `data` is passed only for the dry-run's row count; the `examples` input replaces it at run time
+            out = {"test": self.step("eval", test, {**test_inputs, "examples": rows}, fingerprint=files["digests"],
+                                     volatile={"data": d.test, **files["paths"]})}
         else:
-            out = {"test": self.step("eval", test, test_inputs, fingerprint={"sha256": _digest(d.test)})}
+            out = {"test": self.step("eval", test, test_inputs,
+                                     fingerprint={"sha256": _digest(d.test), **files["digests"]},
+                                     volatile={"data": d.test, **files["paths"]})}
         if d.valid:
             # Only teacher-forced scores are read from this evaluation, so it generates a single token.
-            valid = merge(merge({**base, "data": d.valid, "generation": {"max_new_tokens": 1},
+            valid = merge(merge({**base, "generation": {"max_new_tokens": 1},
                                  "analysis": {"score": "on", "hidden": False}, "bootstrap": 0,
                                  "halu": {"instructions": "own"}}, self.exp.valid_eval), fields)
-            out["valid"] = self.step("eval", valid, inputs, fingerprint={"sha256": _digest(d.valid)})
+            out["valid"] = self.step("eval", valid, inputs, fingerprint={"sha256": _digest(d.valid)},
+                                     volatile={"data": d.valid})
         if adapter:
             out["train"] = adapter
         return out
+
+
+def _instruction_files(eval_fields: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The halu instruction files an eval step reads (explicit, unseen): their paths (passed, not hashed) and
+    content digests (hashed), so editing a file reruns the evaluations and renaming it does not."""
+    from delia.evaluation.config import EvalConfig
+
+    halu = EvalConfig(data="-", out="-").halu
+    given = eval_fields.get("halu", {})
+    paths = {f: given.get(f, getattr(halu, f)) for f in ("unseen_file", "explicit_file")}
+    return {"paths": {"halu": paths}, "digests": {f"halu.{f}": _digest(p) for f, p in paths.items()}}
 
 
 AXES = ("sizes", "ratios", "seeds")  # per-method option keys that restrict the grid for that method

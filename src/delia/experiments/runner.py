@@ -99,7 +99,7 @@ def run_experiment(plan: Plan, on_step=None) -> Outcome:
         notify("start")
         s0, c0 = time.perf_counter(), time.process_time()
         try:
-            summary = run_step(step.kind, {**step.config, **step.volatile},
+            summary = run_step(step.kind, step.run_config,
                                {r: s.dir(root) for r, s in step.inputs.items()}, d)
         except KeyboardInterrupt:
             raise

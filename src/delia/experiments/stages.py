@@ -8,7 +8,6 @@ hashes). Heavy stage modules are imported only when a step runs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -56,9 +55,10 @@ def _eval_cls():
 
 SPECS: dict[str, StageSpec] = {
     "sample": StageSpec(_sample_cls, {"out": "@out/cache.jsonl"},
-                        volatile=("limit", "engine_options")),
-    "subset": StageSpec(None, {}),
-    "slice": StageSpec(None, {}),
+                        volatile=("limit", "engine_options", "queries")),
+    # data paths are passed, not hashed: these steps are named by their input files' content (fingerprint)
+    "subset": StageSpec(None, {}, volatile=("path",)),
+    "slice": StageSpec(None, {}, volatile=("queries",)),
     "build": StageSpec(_build_cls, {"downstream": "downstream/data.jsonl", "diverse": "diverse/cache.jsonl",
                                     "out": "@out"}),
     "transform": StageSpec(None, {}),
@@ -67,17 +67,12 @@ SPECS: dict[str, StageSpec] = {
                                  "resume", "micro_batch_size")),
     "eval": StageSpec(_eval_cls, {"adapter": "adapter", "data": "examples/data.jsonl",
                                   "halu.seen_file": "seen/data.jsonl", "out": "@out"},
-                      volatile=("threads", "resume", "generation.batch_size", "analysis.score_batch_size")),
+                      volatile=("threads", "resume", "generation.batch_size", "analysis.score_batch_size",
+                                "data", "halu.unseen_file", "halu.explicit_file")),
 }
 
 
-def sha256_file(path: str | Path) -> str:
-    """Content hash of an input file, so a changed file reruns what depends on it."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from delia.mixing.manifest import sha256_file  # noqa: E402  (content hash of an input; one implementation)
 
 
 def _paths(kind: str, inputs: dict[str, Path], out: Path | None) -> dict[str, Any]:
@@ -167,7 +162,9 @@ def _run_subset(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> d
     """Rows start..start+n of a data file, byte for byte (the paper's data-size axis; held-out test rows)."""
     from delia.data import read_records
 
-    src, n, start = Path(config["path"]), int(config["n"]), int(config.get("start", 0))
+    from delia.data.sources import resolve_source
+
+    src, n, start = resolve_source(config["path"]), int(config["n"]), int(config.get("start", 0))
     lines = [ln if ln.endswith("\n") else ln + "\n"
              for ln in src.read_text(encoding="utf-8").splitlines(keepends=True) if ln.strip()]
     if start + n > len(lines):

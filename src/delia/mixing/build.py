@@ -36,9 +36,9 @@ class BuildError(ValueError):
 
 def load_variants(path: str, token: str) -> list[str]:
     """Instruction variants, one per non-empty line; every line must contain `token` (errors name file:line)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines() if Path(path).exists() else None
-    if lines is None:
-        raise FileNotFoundError(f"{path}: instruction file not found")
+    from delia.data.sources import resolve_source
+
+    lines = resolve_source(path).read_text(encoding="utf-8").splitlines()
     numbered = [(i, ln.strip()) for i, ln in enumerate(lines, 1) if ln.strip()]
     if not numbered:
         raise DataError([Problem(path, 1, "instruction file holds no instructions")])

@@ -10,9 +10,11 @@ from typing import Any
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
+    """Hex sha256 of a file's bytes (`builtin:` and hub names are resolved first)."""
+    from delia.data.sources import resolve_source
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(resolve_source(path), "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
