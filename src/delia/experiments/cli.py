@@ -46,6 +46,10 @@ def register(app: typer.Typer) -> None:
         overrides: list[str] = typer.Argument(None, help="key.sub=value overrides, e.g. grid.seeds=[1,2]."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan with estimated cost; run nothing."),
         report: bool = typer.Option(True, "--report/--no-report", help="Write DIR/report.md at the end."),
+        only: str = typer.Option(None, "--only", help="Run only steps of these kinds (comma-separated: sample, "
+                                                      "subset, slice, build, transform, train, eval), e.g. "
+                                                      "`--only sample,slice,subset,build,train` trains now and "
+                                                      "evaluates later."),
     ) -> None:
         """Run a grid of methods x sizes x ratios x seeds; finished steps are skipped, so reruns resume."""
         import time
@@ -58,6 +62,14 @@ def register(app: typer.Typer) -> None:
 
         exp = load_experiment(config, overrides)
         plan = expand(exp)
+        if only:
+            from delia.experiments.plan import Plan
+            from delia.experiments.stages import SPECS
+
+            kinds = {k.strip() for k in only.split(",") if k.strip()}
+            if kinds - set(SPECS):
+                raise typer.BadParameter(f"unknown step kinds {sorted(kinds - set(SPECS))}; known: {sorted(SPECS)}")
+            plan = Plan(plan.exp, plan.runs, [s for s in plan.steps if s.kind in kinds])
         est = estimate(plan)
         out = Console()
         out.print(plan_table(plan, est))

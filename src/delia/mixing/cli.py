@@ -49,7 +49,8 @@ def register(app: typer.Typer) -> None:
         token: str = typer.Option(None, "--token", help="Special token ('' = none), default <sep>."),
         allow_repeat: bool = typer.Option(None, "--allow-repeat/--no-allow-repeat", help="Reuse cache rows when "
                                                                                          "there are too few."),
-        exclude_truncated: bool = typer.Option(None, "--exclude-truncated", help="Exclude length-cut responses."),
+        exclude_truncated: bool = typer.Option(None, "--exclude-truncated/--keep-truncated",
+                                               help="Exclude (default) or keep answers cut at the sampling budget."),
         model: str = typer.Option(None, "--model", help="Tokenizer for the token check ('' skips)."),
         config: Path = typer.Option(None, "--config", "-c", help="YAML BuildConfig (options override it)."),
         overrides: list[str] = typer.Argument(None, help="key=value overrides, applied last."),

@@ -30,7 +30,9 @@ class BuildConfig:
     token: str = opt("<sep>", help="Special token the instructions must contain ('' = no token, no checks).")
     token_max: int = opt(2, help="Warn when an instruction contains the token more often than this.")
     allow_repeat: bool = opt(False, help="Reuse diverse rows when the cache holds fewer than R x |D| usable rows.")
-    exclude_truncated: bool = opt(False, help="Also exclude diverse rows cut at the length limit.")
+    exclude_truncated: bool = opt(True, help="Exclude diverse rows cut at the sampling budget (finish_reason "
+                                             "'length'): an answer cut mid-sentence would be trained on with an "
+                                             "end-of-turn token. `false` keeps them (counted in the manifest).")
     model: str = opt("smollm2-135m-instruct", help="Model whose tokenizer checks the token ('' skips the check).")
 
     def __post_init__(self) -> None:
