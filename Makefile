@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.delia-installed
 
-.PHONY: setup demo test test-slow test-all bench clean
+.PHONY: setup demo test test-slow test-all wheel bench clean
 
 setup: $(STAMP)
 
@@ -30,5 +30,11 @@ test-slow: setup
 test-all: setup
 	$(BIN)/python -m pytest -q
 
+# dist/delia_tune-*.whl with the packaged data; build/ first goes, since a stale build/lib leaks deleted modules in.
+wheel: setup
+	rm -rf build dist
+	$(BIN)/python -m pip wheel -q --no-deps -w dist .
+	rm -rf build
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build dist

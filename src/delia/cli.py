@@ -156,3 +156,7 @@ def main() -> None:
     except USER_ERRORS as e:
         console.print(f"[red]error:[/red] {e}")
         sys.exit(2)
+
+
+if __name__ == "__main__":  # `python -m delia.cli` used to exit 0 doing nothing
+    main()
