@@ -17,8 +17,9 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+from delia.data.sources import resolve_source
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 
 MEASURE = """
 import json, resource, sys, time
@@ -51,7 +52,7 @@ assert len(mixed) == {total}
 
 
 def make_cache(path: Path, rows: int) -> None:
-    src = [json.loads(x) for x in (DATA / "diverse" / "alpaca_5000.jsonl").read_text().splitlines() if x.strip()]
+    src = [json.loads(x) for x in resolve_source("builtin:diverse/alpaca_5000").read_text().splitlines() if x.strip()]
     with open(path, "w", encoding="utf-8") as f:
         for i in range(rows):
             r = src[i % len(src)]
@@ -76,7 +77,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=60_000)
     ap.add_argument("--ratio", type=float, default=520)
     args = ap.parse_args()
-    down = str(DATA / "halu" / "train.jsonl")
+    down = str(resolve_source("builtin:halu/train"))
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache.jsonl"
         make_cache(cache, args.rows)

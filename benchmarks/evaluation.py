@@ -20,8 +20,13 @@ import json
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+
+
+def data(name: str) -> Path:
+    """The packaged data file `builtin:NAME` as a local path."""
+    from delia.data.sources import resolve_source
+
+    return resolve_source(f"builtin:{name}")
 
 
 def bench_bootstrap(n_sent: int, resamples: int) -> None:
@@ -30,7 +35,7 @@ def bench_bootstrap(n_sent: int, resamples: int) -> None:
 
     from delia.evaluation import metrics as M
 
-    rows = [json.loads(x) for x in (DATA / "wmt21/newstest2021.is-en.jsonl").read_text().splitlines()[:n_sent]]
+    rows = [json.loads(x) for x in data("wmt21/newstest2021.is-en").read_text().splitlines()[:n_sent]]
     refs = [r["ref"] for r in rows]
     # a degraded system: every fourth word dropped
     hyps = [" ".join(w for i, w in enumerate(r["ref"].split()) if i % 4 != 3) for r in rows]
@@ -81,10 +86,10 @@ def bench_generation(n: int, batch_size: int, max_new: int, adapter: str | None,
 
         model, tok = load("smollm2-135m-instruct", dtype="fp32")
         add_special_tokens(model, tok, ["<sep>"], init="random", seed=2024)
-    files = {"seen": str(DATA / "halu/train.jsonl"), "unseen": str(DATA / "halu/instructions_unseen.txt"),
-             "explicit": str(DATA / "halu/explicit_instruction.txt")}
+    files = {"seen": str(data("halu/train")), "unseen": str(data("halu/instructions_unseen")),
+             "explicit": str(data("halu/explicit_instruction"))}
     pool = load_set(SpecItem(instructions, None, None), files, ["<sep>"], "")
-    exs = [halu_example(r) for r in read_records(DATA / "halu/test.jsonl")[:n]]
+    exs = [halu_example(r) for r in read_records(data("halu/test"))[:n]]
     prompts = [halu_prompt(e, pool[i % len(pool)]) for i, e in enumerate(exs)]
     default_threads = torch.get_num_threads()
     print(f"generation ({n} halu prompts, '{instructions}' instructions, batch {batch_size}, <= {max_new} new tokens, "

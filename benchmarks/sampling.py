@@ -24,7 +24,7 @@ from delia.models import DEFAULT_MODEL, load, resolve_dtype
 from delia.sampling import load_queries, sample_prompt
 from delia.sampling.engines.hf import TransformersEngine
 
-QUERIES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "diverse" / "alpaca_5000.jsonl"
+QUERIES = "builtin:diverse/alpaca_5000"  # the packaged Alpaca query sample
 
 
 def naive(model, tok, prompts, params: GenParams) -> tuple[int, float]:
@@ -42,7 +42,7 @@ def naive(model, tok, prompts, params: GenParams) -> tuple[int, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--queries", default=str(QUERIES))
+    ap.add_argument("--queries", default=QUERIES)
     ap.add_argument("--n", type=int, default=64, help="queries (the first N of the file)")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=32, help="delia engine batch size")

@@ -21,9 +21,6 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-HALU = ROOT.parent / "shared" / "data" / "halu" / "train.jsonl"
-
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 6) -> float:
     """Best GFLOP/s of an n x n matmul in `dtype` on this machine."""
@@ -116,6 +113,7 @@ def step_time(model_name: str, data: Path, max_length: int, bf16: bool, reps: in
 
 
 def main() -> None:
+    from delia.data.sources import resolve_source
     from delia.models import DEFAULT_MODEL, cpu_supports_bf16, ensure_local
     from delia.training.data import padding_fraction
 
@@ -131,7 +129,8 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="delia-bench-train-"))
     data = work / "train.jsonl"
-    data.write_text("".join(HALU.read_text().splitlines(keepends=True)[:a.rows]))
+    halu = resolve_source("builtin:halu/train")
+    data.write_text("".join(halu.read_text().splitlines(keepends=True)[:a.rows]))
     load_before = os.getloadavg()[0]
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
 
