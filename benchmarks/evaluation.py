@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 
-
 def data(name: str) -> Path:
     """The packaged data file `builtin:NAME` as a local path."""
     from delia.data.sources import resolve_source
