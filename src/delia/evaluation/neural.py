@@ -2,7 +2,7 @@
 
 Neither is installed by default and nothing is downloaded: the user points to a checkpoint on disk.
 - BLEURT: a PyTorch conversion (e.g. BLEURT-20-D12) loaded with the `bleurt-pytorch` package.
-- COMET: a `.ckpt` loaded with `unbabel-comet` (`pip install 'delia[comet]'`).
+- COMET: a `.ckpt` loaded with `unbabel-comet` (`pip install 'delia-tune[comet]'`).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def comet_scores(srcs: Sequence[str], hyps: Sequence[str], refs: Sequence[str], 
     try:
         from comet import load_from_checkpoint
     except ImportError:
-        raise MetricUnavailable("COMET needs unbabel-comet: pip install 'delia[comet]'") from None
+        raise MetricUnavailable("COMET needs unbabel-comet: pip install 'delia-tune[comet]'") from None
     model = load_from_checkpoint(str(path))
     data = [{"src": s, "mt": h, "ref": r} for s, h, r in zip(srcs, hyps, refs)]
     return list(model.predict(data, batch_size=batch_size, gpus=0).scores)

@@ -1,4 +1,4 @@
-"""`vllm` engine: offline batched generation with vLLM on GPUs (optional extra: `pip install delia[vllm]`).
+"""`vllm` engine: offline batched generation with vLLM on GPUs (optional extra: `pip install 'delia-tune[vllm]'`).
 
 UNVERIFIED here: the development machine has no GPU and no vLLM. The prompt/parameter mapping is pure and
 unit-tested against a fake `vllm` module; the import is lazy so a missing vLLM is a clear error.
@@ -47,7 +47,7 @@ class VllmEngine:
         try:
             import vllm
         except ImportError:
-            raise EngineError("the vllm engine needs vLLM and a GPU: pip install 'delia[vllm]' "
+            raise EngineError("the vllm engine needs vLLM and a GPU: pip install 'delia-tune[vllm]' "
                               "(or use --engine transformers, or --engine openai against a vLLM server)") from None
         from delia.models import ensure_local
 
