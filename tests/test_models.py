@@ -135,11 +135,14 @@ def test_local_dir_loads_and_identity_tracks_weights(tiny_dir, tmp_path):
     assert models.model_identity(str(other)) != ident
 
 
-def test_resolve_dtype():
+def test_resolve_dtype(monkeypatch):
     assert models.resolve_dtype("bf16") == torch.bfloat16
     assert models.resolve_dtype("fp32") == torch.float32
     expect = torch.bfloat16 if models.cpu_supports_bf16() else torch.float32
     assert models.resolve_dtype("auto") == expect
+    for native, want in ((True, torch.bfloat16), (False, torch.float32)):  # both kinds of CPU, on any CPU
+        monkeypatch.setattr(models, "cpu_supports_bf16", lambda native=native: native)
+        assert models.resolve_dtype("auto") == want
     with pytest.raises(ValueError):
         models.resolve_dtype("int8")
 

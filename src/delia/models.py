@@ -196,20 +196,30 @@ def load_model(name_or_path: str, dtype: DType | str = "auto", device: str = "cp
 
     Args:
         name_or_path: `smollm2-135m-instruct`, a `.gguf` file, a local HF directory, or a hub id.
-        dtype: 'auto' (bf16 where supported, else fp32), 'bf16', 'fp32' or 'fp16'.
+        dtype: 'auto' (the precision a `delia train --merge` directory records, else bf16 where supported,
+            else fp32), 'bf16', 'fp32' or 'fp16'.
         device: torch device string.
     Returns:
         A `PreTrainedModel` in eval mode.
     """
     from transformers import AutoModelForCausalLM
 
+    from delia.precision import read_recorded, use_autocast
+
     path = ensure_local(name_or_path)
-    torch_dtype = resolve_dtype(dtype, device)
+    try:
+        recorded = read_recorded(path) if dtype == "auto" and Path(path).is_dir() else None
+    except ValueError as e:  # a damaged delia_dtype.json: say which file, no traceback
+        raise ModelNotFoundError(f"cannot load model {name_or_path!r}: {e}") from None
+    torch_dtype = resolve_dtype(recorded.weights if recorded else dtype, device)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     except OSError as e:
         raise ModelNotFoundError(f"cannot load model {name_or_path!r}: {e}") from None
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if recorded and recorded.autocast:
+        use_autocast(model, recorded.autocast, device)
+    return model
 
 
 def load(name_or_path: str, dtype: DType | str = "auto", device: str = "cpu"):

@@ -1,4 +1,5 @@
-"""`--adapter RUN`: the eval stage loads a finished training run through delia.training.load_trained."""
+"""`--adapter RUN`: the eval stage loads a finished training run through delia.training.load_trained, in the
+precision it trained in (runs forced to fp32 and to bf16 autocast, so every machine checks both)."""
 
 import json
 
@@ -10,25 +11,29 @@ from delia.evaluation.config import EvalConfig
 from delia.evaluation.hidden import concept_distances
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=["fp32", "bf16"])
+def tiny_run(request, tiny_dir, tmp_path_factory):
     from delia.training import TrainConfig, run_train
 
-    d = tmp_path_factory.mktemp("adapter")
+    d = tmp_path_factory.mktemp(f"adapter-{request.param}")
     rows = [{"id": f"r{i}", "messages": [
         {"role": "user", "content": f"\nctx {i}\n\n\nCheck it, answer in <sep>."},
         {"role": "assistant", "content": f"{{'thought': 'x{i}', 'hallucination': 'no'}}"}]} for i in range(4)]
     (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = TrainConfig(data=str(d / "train.jsonl"), out=str(d / "run"), model=tiny_dir, batch_size=4,
                       micro_batch_size=2, max_steps=2, warmup_steps=0, learning_rate=1e-2, lora_dropout=0.0,
-                      max_length=64, report_to=["none"])
+                      max_length=64, report_to=["none"], precision=request.param)
     run_train(cfg)
-    return str(d / "run")
+    return str(d / "run"), request.param
 
 
 def test_eval_with_adapter(tiny_run, tiny_dir, shared_data, tmp_path, monkeypatch):
     from delia.generation import Generation
+    from delia.precision import Precision, precision_of
     from delia.training import load_trained
+
+    tiny_run, precision = tiny_run
+    autocast = {"fp32": None, "bf16": "bf16"}[precision]
 
     seen = []
 
@@ -51,12 +56,21 @@ def test_eval_with_adapter(tiny_run, tiny_dir, shared_data, tmp_path, monkeypatc
     assert m["model"]["adapter"] == tiny_run and "added_tokens" not in m["model"]  # the run brings <sep>
     assert m["model"]["identity"].startswith("adapter:")
     assert type(seen[0]).__name__.startswith("Peft")
+    # dtype auto with an adapter: as trained (fp32 weights, plus bf16 autocast for the bf16 run)
+    assert precision_of(seen[0]) == Precision("fp32", autocast)
+    assert m["model"]["dtype"] == {"fp32": "float32", "bf16": "fp32+bf16-autocast"}[precision]
     assert m["sets"]["unseen"]["format_accuracy"]["value"] == 1.0
-    # the analysis ran on the adapter model: same numbers as computing them on load_trained directly
-    model, tok = load_trained(tiny_run, dtype="fp32")
+    # the analysis ran on the adapter model as trained: the same numbers as load_trained's, bit for bit
+    model, tok = load_trained(tiny_run)
     ref = concept_distances(model, tok, "<sep>", ["json", "thought"])
-    assert m["hidden"]["l2"]["json"] == pytest.approx(ref.l2["json"], abs=1e-5)
-    # a merged adapter gives the same values within 1e-4 (baselines.md §10)
-    merged, tok2 = load_trained(tiny_run, dtype="fp32", merge=True)
+    assert m["hidden"]["l2"]["json"] == ref.l2["json"]
+    # a merged adapter gives the same values within the merge's rounding (baselines.md §10)
+    merged, tok2 = load_trained(tiny_run, merge=True)
     got = concept_distances(merged, tok2, "<sep>", ["json", "thought"])
-    assert torch.allclose(torch.tensor(got.l2["json"]), torch.tensor(ref.l2["json"]), atol=1e-4)
+    atol = {"fp32": 1e-5, "bf16": 5e-3}[precision]  # measured 2e-7 and 3e-4 (on distances of 0.2-2.7)
+    assert torch.allclose(torch.tensor(got.l2["json"]), torch.tensor(ref.l2["json"]), atol=atol)
+    # an explicit dtype is obeyed: plain fp32 weights, no autocast
+    cfg = load_config(EvalConfig, overrides=[
+        f"adapter={tiny_run}", f"data={data}", f"out={tmp_path / 'o32'}", "bootstrap=0", "merge_adapter=false",
+        f"halu.unseen_file={shared_data}/halu/instructions_unseen.txt", "halu.instructions=unseen:1", "dtype=fp32"])
+    assert run_eval(cfg)["model"]["dtype"] == "float32" and precision_of(seen[-1]) == Precision("fp32")

@@ -1,6 +1,8 @@
 """Fixtures for training tests: a tiny chat data set using `<sep>`, and finished runs on tied/untied tiny models.
 
-The runs are module-scoped and shared by several tests so the suite trains each model once.
+Every run forces its precision (fp32, or bf16 autocast over fp32 master weights) instead of `auto`, so each
+machine exercises both paths whether or not its CPU has native bf16. The runs are module-scoped and shared by
+several tests so the suite trains each (model, precision) once.
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ def write_rows(path: Path, n: int = 8) -> Path:
     return path
 
 
+PRECISIONS = ["fp32", "bf16"]
+
+
 def tiny_cfg(data: Path, out: Path, model: str, **over) -> TrainConfig:
-    """A fast config: 4 rows per step in micro-batches of 2, high lr so a few steps move things."""
+    """A fast config: 4 rows per step in micro-batches of 2, high lr so a few steps move things; fp32 unless
+    `precision` says otherwise (never `auto`, which depends on the machine)."""
     kw = dict(data=str(data), out=str(out), model=model, batch_size=4, micro_batch_size=2, max_steps=4,
               warmup_steps=0, learning_rate=1e-2, lora_dropout=0.0, max_length=96, report_to=["none"],
-              save_steps=2)
+              save_steps=2, precision="fp32")
     kw.update(over)
     return TrainConfig(**kw)
 
@@ -58,28 +64,29 @@ def rows_file(tmp_path_factory) -> Path:
     return write_rows(tmp_path_factory.mktemp("data") / "train.jsonl")
 
 
-def _run(model_dir: str, rows_file: Path, tmp_path_factory, name: str):
+@pytest.fixture(scope="module")
+def trained(tiny_dir, tiny_untied_dir, rows_file, tmp_path_factory):
+    """trained(kind, precision) -> (TrainResult, trained PeftModel): each run trained once per module."""
     from delia.training import run_train
 
-    cap = Capture()
-    out = tmp_path_factory.mktemp(name) / "run"
-    result = run_train(tiny_cfg(rows_file, out, model_dir), callbacks=[cap])
-    return result, cap.model
+    runs: dict[tuple[str, str], tuple] = {}
+
+    def get(kind: str, precision: str):
+        if (kind, precision) not in runs:
+            cap = Capture()
+            model_dir = tiny_dir if kind == "tied" else tiny_untied_dir
+            out = tmp_path_factory.mktemp(f"{kind}-{precision}") / "run"
+            result = run_train(tiny_cfg(rows_file, out, model_dir, precision=precision), callbacks=[cap])
+            runs[kind, precision] = result, cap.model
+        return runs[kind, precision]
+
+    return get
 
 
-@pytest.fixture(scope="module")
-def tied_run(tiny_dir, rows_file, tmp_path_factory):
-    return _run(tiny_dir, rows_file, tmp_path_factory, "tied")
-
-
-@pytest.fixture(scope="module")
-def untied_run(tiny_untied_dir, rows_file, tmp_path_factory):
-    return _run(tiny_untied_dir, rows_file, tmp_path_factory, "untied")
-
-
-@pytest.fixture(params=["tied", "untied"])
-def run(request):
-    """(TrainResult, trained PeftModel, base model dir) for each kind of model."""
-    result, model = request.getfixturevalue(f"{request.param}_run")
-    base = request.getfixturevalue("tiny_dir" if request.param == "tied" else "tiny_untied_dir")
-    return result, model, base
+@pytest.fixture(params=[(k, p) for k in ("tied", "untied") for p in PRECISIONS], ids=lambda kp: "-".join(kp))
+def run(request, trained):
+    """(TrainResult, trained PeftModel, base model dir, precision) for each kind of model and precision."""
+    kind, precision = request.param
+    result, model = trained(kind, precision)
+    base = request.getfixturevalue("tiny_dir" if kind == "tied" else "tiny_untied_dir")
+    return result, model, base, precision

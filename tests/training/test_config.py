@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from delia.config import ConfigError, load_config
 from delia.training.config import TrainConfig
@@ -33,11 +34,16 @@ def test_batch_must_divide():
         resolve_batch(100, TrainConfig(batch_size=10, micro_batch_size=4))
 
 
-def test_precision_follows_hardware():
-    from delia.models import cpu_supports_bf16
+def test_precision_follows_hardware(monkeypatch):
+    from delia import models
 
     assert resolve_bf16("fp32") is False and resolve_bf16("bf16") is True
-    assert resolve_bf16("auto") is cpu_supports_bf16()  # no GPU in the test environment
+    if torch.cuda.is_available():
+        pytest.skip("auto follows the GPU here")
+    assert resolve_bf16("auto") is models.cpu_supports_bf16()
+    for native in (True, False):  # a CPU with native bf16 and one without, on any machine
+        monkeypatch.setattr(models, "cpu_supports_bf16", lambda native=native: native)
+        assert resolve_bf16("auto") is native
 
 
 def test_overrides_and_validation(tmp_path):

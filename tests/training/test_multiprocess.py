@@ -31,6 +31,8 @@ def test_two_cpu_processes_train_a_saved_adapter(tiny_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads((out / "delia_run.json").read_text())
     assert meta["batch"]["processes"] == 2 and meta["batch"]["accum"] == 2 and meta["global_step"] == 2
+    # the recorded autocast is the one accelerate ran (precision auto: bf16 only on a CPU with native bf16)
+    assert meta["dtype"] == {"weights": "fp32", "autocast": "bf16" if meta["precision"] == "bf16-autocast" else None}
     from delia.training import load_trained
 
     model, tok = load_trained(out)

@@ -1,18 +1,27 @@
-"""Training on tiny tied and untied models: what moves, what stays, loss, reload, merge, resume."""
+"""Training on tiny tied and untied models: what moves, what stays, loss, reload, merge, resume.
+
+Each behaviour is checked for a run trained in fp32 and one trained in bf16 autocast (forced, not `auto`), so
+bit-identical reloads are promised and tested for both precisions on every machine.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from delia.models import add_special_tokens, is_tied, load_model, load_tokenizer
+from delia.models import add_special_tokens, is_tied, load_model, load_tokenizer, resolve_dtype
+from delia.precision import SHORT, Precision, precision_of
 from delia.training import load_trained, read_run_meta, run_train
 from delia.training.artifacts import RunError
 
-from .conftest import Interrupt, tiny_cfg
+from .conftest import PRECISIONS, Interrupt, tiny_cfg
+
+AUTOCAST = {"fp32": None, "bf16": "bf16"}  # what each forced training precision records
 
 
 def fresh_base(base: str):
@@ -29,8 +38,15 @@ def sample_ids(tok) -> torch.Tensor:
     return torch.tensor([ids])
 
 
+def logits(model, ids: torch.Tensor, autocast: str | None = None) -> torch.Tensor:
+    """fp32 logits, optionally under a plain torch.autocast (what a user without delia writes)."""
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast == "bf16" else contextlib.nullcontext()
+    with torch.no_grad(), ctx:
+        return model(input_ids=ids).logits.float()
+
+
 def test_base_weights_bit_identical(run):
-    result, model, base = run
+    result, model, base, precision = run
     ref, _, _ = fresh_base(base)
     ref_params = dict(ref.named_parameters())
     checked = set()
@@ -46,7 +62,7 @@ def test_base_weights_bit_identical(run):
 
 
 def test_adapter_and_token_rows_changed(run):
-    result, model, base = run
+    result, model, base, precision = run
     ref, tok, info = fresh_base(base)
     sep = info.ids[0]
     assert read_run_meta(result.run_dir)["tied"] is is_tied(ref)
@@ -66,7 +82,7 @@ def test_adapter_and_token_rows_changed(run):
 
 
 def test_loss_falls_and_log_written(run):
-    result, _, _ = run
+    result, _, _, precision = run
     log = json.loads((result.run_dir / "train_log.json").read_text())
     losses = [e["loss"] for e in log if "loss" in e]
     # a random tiny model starts near ln(vocab) ~ 10.8; LoRA + the token row must pull it down every step
@@ -74,6 +90,9 @@ def test_loss_falls_and_log_written(run):
     assert all(e["tokens_per_s"] > 0 for e in log[1:] if "loss" in e)
     meta = read_run_meta(result.run_dir)
     assert meta["special_tokens"]["tokens"] == ["<sep>"] and meta["global_step"] == 4
+    # the precision the forward actually ran in (accelerate's autocast over fp32 master weights)
+    assert meta["dtype"] == {"weights": "fp32", "autocast": AUTOCAST[precision]}
+    assert meta["precision"] == {"fp32": "fp32", "bf16": "bf16-autocast"}[precision]
     assert meta["config"]["lora_r"] == 16 and meta["batch"] == {
         "effective": 4, "micro": 2, "accum": 2, "processes": 1, "batching": "rebalance",
         "expected_padding_fraction": meta["batch"]["expected_padding_fraction"]}
@@ -84,43 +103,81 @@ def test_loss_falls_and_log_written(run):
 
 
 def test_reload_gives_identical_logits(run):
-    result, model, base = run
+    result, model, base, precision = run
     ids = sample_ids(load_tokenizer(base))
     model.eval()
-    with torch.no_grad():
-        want = model(input_ids=ids).logits
-    loaded, tok = load_trained(result.run_dir)
+    want = logits(model, ids)
+    loaded, tok = load_trained(result.run_dir)  # dtype auto: as trained
     assert tok.convert_tokens_to_ids("<sep>") == read_run_meta(result.run_dir)["special_tokens"]["ids"][0]
-    with torch.no_grad():
-        got = loaded(input_ids=ids).logits
-    assert torch.equal(got, want)
+    assert precision_of(loaded) == Precision("fp32", AUTOCAST[precision])
+    assert torch.equal(logits(loaded, ids), want)
+
+
+def test_explicit_dtype_overrides_the_record(run):
+    """An explicit dtype loads plain weights in it, without autocast; for a bf16 run fp32 then differs."""
+    result, model, base, precision = run
+    ids = sample_ids(load_tokenizer(base))
+    other = {"fp32": "bf16", "bf16": "fp32"}[precision]
+    loaded, _ = load_trained(result.run_dir, dtype=other)
+    assert precision_of(loaded) == Precision(other) and loaded.dtype == resolve_dtype(other)
+    # the record is what makes reloading exact: the other precision computes other logits
+    assert not torch.equal(logits(loaded, ids), logits(model.eval(), ids))
+
+
+def test_run_without_a_recorded_dtype_loads_as_before(trained, tmp_path):
+    """Runs written before the precision was recorded: 'auto' still means bf16 where the hardware has it."""
+    result, _ = trained("tied", "bf16")
+    old = tmp_path / "old"
+    shutil.copytree(result.run_dir, old, ignore=shutil.ignore_patterns("checkpoints"))
+    meta = json.loads((old / "delia_run.json").read_text())
+    del meta["dtype"]
+    (old / "delia_run.json").write_text(json.dumps(meta))
+    loaded, _ = load_trained(old)
+    assert precision_of(loaded) == Precision(SHORT[resolve_dtype("auto")])
+    meta["dtype"] = {"weights": "fp64"}
+    (old / "delia_run.json").write_text(json.dumps(meta))
+    with pytest.raises(RunError, match=r"delia_run.json: dtype: weights: 'fp64' is not one of"):
+        load_trained(old)
 
 
 def test_plain_transformers_peft_reload(run):
-    """What a user without delia does: resize the base to the run's rows, then PeftModel.from_pretrained."""
+    """What a user without delia does: resize the base to the run's rows, then PeftModel.from_pretrained (and
+    for a bf16 run, call it under torch.autocast as the trainer did)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    result, model, base = run
+    result, model, base, precision = run
     tok = AutoTokenizer.from_pretrained(result.run_dir)
     plain = AutoModelForCausalLM.from_pretrained(base)
     plain.resize_token_embeddings(read_run_meta(result.run_dir)["special_tokens"]["new_rows"])
     plain = PeftModel.from_pretrained(plain, str(result.run_dir)).eval()
     ids = sample_ids(tok)
     model.eval()
-    with torch.no_grad():
-        assert torch.equal(plain(input_ids=ids).logits, model(input_ids=ids).logits)
+    assert torch.equal(logits(plain, ids, AUTOCAST[precision]), logits(model, ids))
+
+
+def test_merged_in_memory_is_exact_under_autocast(run):
+    """load_trained(merge=True) casts the unshared linear weights to bf16 once instead of on every call:
+    bit-identical to running the fp32 merged model under a plain torch.autocast (tied and untied heads)."""
+    result, _, base, precision = run
+    ids = sample_ids(load_tokenizer(base))
+    merged, _ = load_trained(result.run_dir, merge=True)
+    reference, _ = load_trained(result.run_dir, dtype="fp32", merge=True)
+    assert precision_of(merged) == Precision("fp32", AUTOCAST[precision])
+    cast = {p.dtype for n, p in merged.named_parameters() if "proj" in n}
+    assert cast == {torch.bfloat16 if precision == "bf16" else torch.float32}
+    assert torch.equal(logits(merged, ids), logits(reference, ids, AUTOCAST[precision]))
 
 
 def test_wrong_base_is_refused(run, tiny_dir, tiny_untied_dir):
-    result, _, base = run
+    result, _, base, _ = run
     other = tiny_untied_dir if base == tiny_dir else tiny_dir
     with pytest.raises(RunError, match="pass the right base"):
         load_trained(result.run_dir, base=other)
 
 
-def test_finished_run_is_skipped(tied_run, tiny_dir, rows_file):
-    result, _ = tied_run
+def test_finished_run_is_skipped(trained, tiny_dir, rows_file):
+    result, _ = trained("tied", "fp32")
     again = run_train(tiny_cfg(rows_file, result.run_dir, tiny_dir))
     assert again.skipped and again.global_step == 4
     for change in ({"lora_r": 8}, {"max_steps": 6}):
@@ -128,35 +185,51 @@ def test_finished_run_is_skipped(tied_run, tiny_dir, rows_file):
             run_train(tiny_cfg(rows_file, result.run_dir, tiny_dir, **change))
 
 
-def test_resume_continues_from_checkpoint(tied_run, tiny_dir, rows_file, tmp_path):
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_resume_continues_from_checkpoint(trained, precision, tiny_dir, rows_file, tmp_path):
     """Interrupted after step 3 (checkpoint at 2), resumed: same final adapter as the uninterrupted run."""
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        run_train(tiny_cfg(rows_file, out, tiny_dir), callbacks=[Interrupt(at=3)])
+        run_train(tiny_cfg(rows_file, out, tiny_dir, precision=precision), callbacks=[Interrupt(at=3)])
     assert not (out / "delia_run.json").exists() and (out / "checkpoints" / "checkpoint-2").is_dir()
     with pytest.raises(RunError, match="interrupted"):
         load_trained(out)
-    result = run_train(tiny_cfg(rows_file, out, tiny_dir))
+    result = run_train(tiny_cfg(rows_file, out, tiny_dir, precision=precision))
     assert result.resumed_from.endswith("checkpoint-2") and result.global_step == 4
+    assert read_run_meta(out)["dtype"] == {"weights": "fp32", "autocast": AUTOCAST[precision]}
     steps = [e["step"] for e in json.loads((out / "train_log.json").read_text()) if "loss" in e]
     assert steps == [1, 2, 3, 4]
     got = load_file(str(out / "adapter_model.safetensors"))
-    want = load_file(str(tied_run[0].run_dir / "adapter_model.safetensors"))
+    want = load_file(str(trained("tied", precision)[0].run_dir / "adapter_model.safetensors"))
     assert got.keys() == want.keys()
     for k in want:  # equal only if the optimizer state, schedule, data order and RNG were restored
         torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-6, msg=k)
 
 
-def test_merge_writes_a_plain_model(tiny_dir, rows_file, tmp_path):
-    """--merge on a tied model: a plain transformers model whose logits match the adapter's."""
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_merge_writes_a_plain_model(precision, tiny_dir, rows_file, tmp_path):
+    """--merge on a tied model: a plain transformers model of fp32 weights that, run as trained (under the
+    recorded autocast), gives the logits of the run merged in memory bit for bit, and the adapter's within
+    the merge's rounding."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    result = run_train(tiny_cfg(rows_file, tmp_path / "run", tiny_dir, max_steps=1, merge=True))
+    result = run_train(tiny_cfg(rows_file, tmp_path / "run", tiny_dir, max_steps=1, merge=True,
+                                precision=precision))
     merged_dir = result.run_dir / "merged"
-    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    plain = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
     tok = AutoTokenizer.from_pretrained(merged_dir)
-    assert is_tied(merged) and "<sep>" in tok.get_vocab()
-    adapter, _ = load_trained(result.run_dir)
+    assert is_tied(plain) and "<sep>" in tok.get_vocab() and plain.dtype == torch.float32
+    assert json.loads((merged_dir / "delia_dtype.json").read_text()) == {"weights": "fp32",
+                                                                         "autocast": AUTOCAST[precision]}
+    merged = load_model(str(merged_dir))  # dtype auto: as recorded in delia_dtype.json
+    assert precision_of(merged) == Precision("fp32", AUTOCAST[precision])
+    in_memory, _ = load_trained(result.run_dir, merge=True)
     ids = sample_ids(tok)
-    with torch.no_grad():
-        torch.testing.assert_close(merged(input_ids=ids).logits, adapter(input_ids=ids).logits, rtol=0, atol=1e-4)
+    want = logits(merged, ids)
+    assert torch.equal(logits(in_memory, ids), want)
+    assert torch.equal(logits(plain, ids, AUTOCAST[precision]), want)  # transformers + torch.autocast
+    # the unmerged adapter (= the trained model, test_reload_gives_identical_logits) differs by where LoRA's
+    # product is rounded
+    trained = logits(load_trained(result.run_dir)[0], ids)
+    atol = {"fp32": 1e-5, "bf16": 3e-2}[precision]  # measured 3e-7 and 8e-3 (one bf16 step at |logit| ~1)
+    torch.testing.assert_close(want, trained, rtol=0, atol=atol)

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         limit: int = typer.Option(None, "--limit", help="Only the first N examples."),
         batch_size: int = typer.Option(None, "--batch-size", help="Generation batch size."),
         max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="Generation budget per reply."),
-        dtype: str = typer.Option(None, "--dtype", help="auto | fp32 | bf16 | fp16."),
+        dtype: str = typer.Option(None, "--dtype", help="auto (as the adapter trained) | fp32 | bf16 | fp16."),
         config: Path = typer.Option(None, "--config", "-c", help="YAML EvalConfig."),
         show_config: bool = typer.Option(False, "--show-config", help="Print the resolved config and exit."),
     ) -> None:

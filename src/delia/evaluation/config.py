@@ -97,7 +97,8 @@ class EvalConfig:
                                        "else the embedded smollm2-135m-instruct)")
     adapter: str | None = opt(None, help="training run directory (delia train --out) to load on top")
     merge_adapter: bool = opt(True, help="merge the adapter into the weights (faster generation)")
-    dtype: str = opt("auto", help="auto | fp32 | bf16 | fp16 (auto: bf16 only where the hardware has it)")
+    dtype: str = opt("auto", help="auto | fp32 | bf16 | fp16 (auto: as the adapter was trained, bit for bit; "
+                                  "without an adapter, bf16 only where the hardware has it)")
     device: str = opt("cpu", help="torch device")
     threads: int | None = opt(None, help="torch CPU threads (default: torch's choice); on cores shared with other "
                                          "jobs, 1 thread avoids OpenMP oversubscription and can be several x faster")

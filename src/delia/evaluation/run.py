@@ -85,6 +85,7 @@ def translation_rows(cfg: EvalConfig) -> list[EvalRow]:
 def load_for_eval(cfg: EvalConfig, rows: list[EvalRow]) -> tuple[Any, Any, dict[str, Any]]:
     """(model, tokenizer, info). Adds the special tokens the prompts use when the model lacks them."""
     from delia.models import DEFAULT_MODEL, load, model_identity
+    from delia.precision import precision_of
 
     info: dict[str, Any] = {"model": cfg.model or DEFAULT_MODEL, "adapter": cfg.adapter}
     if cfg.adapter:
@@ -97,7 +98,9 @@ def load_for_eval(cfg: EvalConfig, rows: list[EvalRow]) -> tuple[Any, Any, dict[
     else:
         model, tok = load(cfg.model or DEFAULT_MODEL, dtype=cfg.dtype, device=cfg.device)
         info["identity"] = model_identity(cfg.model or DEFAULT_MODEL)
-    info["dtype"] = str(model.dtype).replace("torch.", "")
+    precision = precision_of(model)
+    # plain models keep the old names (float32, bfloat16): they are part of the generation cache's key
+    info["dtype"] = precision.name if precision.autocast else str(model.dtype).replace("torch.", "")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     wanted = cfg.halu.special_tokens if cfg.task == "halu" else []

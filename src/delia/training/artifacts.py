@@ -4,11 +4,13 @@ RUN/ layout (format 1):
     adapter_config.json, adapter_model.safetensors   PEFT adapter: LoRA + the trained rows of the new tokens
     tokenizer*.json, special_tokens_map.json ...      the tokenizer with the new token(s)
     new_rows.safetensors                              the embedding rows added by the resize, as initialised
-    delia_run.json                                    base model + identity, special-token info, resolved config
+    delia_run.json                                    base model + identity, special-token info, resolved config,
+                                                      the precision trained in (`dtype`, restored on reload)
     train_log.json                                    loss, learning rate and tokens/s per logged step
     checkpoints/checkpoint-N/                         Trainer checkpoints (resume)
     tensorboard/                                      TensorBoard event files
-    merged/                                           a merged full model (only with --merge)
+    merged/                                           a merged full model (only with --merge; fp32 weights and
+                                                      delia_dtype.json, the autocast to run them under)
 
 The adapter holds the trained token rows but not the full embedding matrices (`save_embedding_layers=False`):
 loading needs the base resized first, which `load_trained` does from `delia_run.json`.
@@ -138,17 +140,38 @@ def restore_new_rows(model, new_rows: int, old_rows: int, path: str | Path | Non
             out[old_rows:] = saved["output"].to(out.dtype)
 
 
+def run_precision(run_dir: str | Path, meta: dict[str, Any] | None = None):
+    """The `Precision` the run trained in (`delia_run.json` `dtype`), or None for runs written before it was
+    recorded.
+
+    Raises:
+        RunError: the record is malformed.
+    """
+    from delia.precision import Precision
+
+    meta = read_run_meta(run_dir) if meta is None else meta
+    if meta.get("dtype") is None:
+        return None
+    try:
+        return Precision.from_dict(meta["dtype"], f"{Path(run_dir) / RUN_FILE}: dtype")
+    except ValueError as e:
+        raise RunError(str(e)) from None
+
+
 def load_trained(run_dir: str | Path, dtype: str = "auto", device: str = "cpu", base: str | None = None,
                  merge: bool = False):
     """Load a finished run: the base model, resized and initialised as in training, with the adapter applied.
 
     Args:
         run_dir: the `--out` directory of `delia train`.
-        dtype: 'auto' (bf16 where the hardware supports it, else fp32), 'bf16', 'fp32' or 'fp16'.
+        dtype: 'auto': as trained (the weights' dtype and autocast recorded in `delia_run.json`, so the logits
+            are the trained ones bit for bit; runs that predate the record: bf16 where the hardware supports
+            it, else fp32). 'bf16', 'fp32' or 'fp16': plain weights in that dtype, no autocast.
         device: torch device string.
         base: load onto this model name/path instead of the one recorded in the run (its identity must match
             unless it is the same name; use for a moved local directory).
-        merge: merge LoRA and token rows into the weights (faster generation; logits then differ by rounding).
+        merge: merge LoRA and token rows into the weights (faster generation; logits then differ by rounding;
+            bit-identical to loading RUN/merged of a `--merge` run with dtype 'auto').
     Returns:
         (model, tokenizer): a `peft.PeftModel` in eval mode (a plain model when `merge`) and the run's tokenizer.
     Raises:
@@ -158,6 +181,7 @@ def load_trained(run_dir: str | Path, dtype: str = "auto", device: str = "cpu", 
     from transformers import AutoTokenizer
 
     from delia.models import load_model, model_identity
+    from delia.precision import use_autocast
 
     run_dir = Path(run_dir)
     meta = read_run_meta(run_dir)
@@ -166,7 +190,8 @@ def load_trained(run_dir: str | Path, dtype: str = "auto", device: str = "cpu", 
     if identity != meta.get("base_identity"):
         raise RunError(f"{run_dir}: trained on {meta['base_model']} ({meta.get('base_identity')}), but "
                        f"{base_name} is {identity}; pass the right base")
-    model = load_model(base_name, dtype=dtype, device=device)
+    precision = run_precision(run_dir, meta) if dtype == "auto" else None
+    model = load_model(base_name, dtype=precision.weights if precision else dtype, device=device)
     tok = AutoTokenizer.from_pretrained(str(run_dir))
     info = meta["special_tokens"]
     restore_new_rows(model, info["new_rows"], info["old_rows"], run_dir / ROWS_FILE)
@@ -177,4 +202,6 @@ def load_trained(run_dir: str | Path, dtype: str = "auto", device: str = "cpu", 
     model = PeftModel.from_pretrained(model, str(run_dir), is_trainable=False, torch_device=device)
     if merge:
         model = model.merge_and_unload()
+    if precision and precision.autocast:  # after merging: the merge itself runs in the weights' dtype
+        use_autocast(model, precision.autocast, device)
     return model.eval(), tok

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from delia.config import ConfigError, config_hash, save_config, to_dict
+from delia.precision import SHORT, Precision, write_recorded
 from delia.training.artifacts import LOG_FILE, ROWS_FILE, RUN_FILE, RunError, continue_from, save_new_rows, write_json
 from delia.training.config import TrainConfig
 from delia.training.data import manifest_special_tokens, padding_fraction, prepare_rows, read_training_records
@@ -67,6 +68,13 @@ def resolve_bf16(precision: str) -> bool:
     if precision != "auto":
         return precision == "bf16"
     return resolve_dtype("auto", "cuda" if torch.cuda.is_available() else "cpu") == torch.bfloat16
+
+
+def trained_precision(trainer, model) -> Precision:
+    """The precision the forward actually ran in: the weights' dtype and accelerate's autocast, if any."""
+    acc = trainer.accelerator
+    autocast = acc.mixed_precision if acc.native_amp and acc.mixed_precision in ("bf16", "fp16") else None
+    return Precision(SHORT[model.dtype], autocast)
 
 
 def _special_tokens(cfg: TrainConfig) -> list[str]:
@@ -304,6 +312,7 @@ def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
 
     # ---- artifacts
     trainer.save_model(str(run_dir))
+    precision = trained_precision(trainer, model)
     if trainer.is_world_process_zero():
         meta = {
             "format": 1, "delia_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -316,14 +325,18 @@ def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
             "batch": {"effective": effective, "micro": micro, "accum": accum, "processes": world_size,
                       "batching": cfg.batching, "expected_padding_fraction": padding},
             "precision": "bf16-autocast" if bf16 else "fp32",
+            "dtype": precision.to_dict(),  # what reloading restores (delia.precision)
             "global_step": trainer.state.global_step, "train_loss": out.training_loss,
             "resumed_from": resume_from, "train_seconds": round(seconds, 1),
             "config": to_dict(cfg), "resume_hash": _resume_hash(cfg), "finished_hash": _finished_hash(cfg),
         }
         if cfg.merge:
+            # merged from the fp32 master weights and saved as such: rounding them to the autocast dtype would
+            # lose precision the trained forward had; delia_dtype.json tells load_model to autocast them again
             merged_dir = run_dir / "merged"
             peft_model.merge_and_unload().save_pretrained(str(merged_dir))
             tokenizer.save_pretrained(str(merged_dir))
+            write_recorded(merged_dir, precision)
             meta["merged"] = "merged"
         write_json(run_dir / RUN_FILE, meta)
     return TrainResult(run_dir, trainer.state.global_step, out.training_loss, resume_from)
