@@ -14,6 +14,7 @@ SLOT = "{slot}"
 DEFAULT_PROBE = ("Q: what is the color of apple. A: apple is purple. "
                  "Check context for hallucinations, follow the{slot} format.")
 # the prior description D_sep fixed in baselines.md §0, used for the `desc` instruction variant
+HELDOUT = f"{HALU}/valid"  # the authors' validation rows: 11 phrasings, the `heldout` set when heldout_file is unset
 TOKEN_DESCRIPTION = ("a json object with two keys, 'thought' (a short analysis of whether the ChatGPT response "
                      "contains hallucinations) and 'hallucination' ('yes' or 'no')")
 
@@ -41,6 +42,9 @@ class HaluOptions:
     seen_file: str = opt(f"{HALU}/train", help="training file whose instructions form the 'seen' set")
     unseen_file: str = opt(f"{HALU}/instructions_unseen", help="one unseen instruction per line")
     explicit_file: str = opt(f"{HALU}/explicit_instruction", help="the long explicit instruction")
+    # None (not the path itself) as the default, so stage hashes of configs that never use it do not change
+    heldout_file: str | None = opt(None, help="chat rows whose instructions form the 'heldout' set (unset: the "
+                                              f"authors' validation rows, {HELDOUT})")
     special_tokens: list[str] = opt(["<sep>"], help="tokens the instructions use for the format")
     token_description: str = opt(TOKEN_DESCRIPTION, help="replaces the token in the 'desc' variants")
     token_init: Literal["random", "mean", "mean_vocab", "none"] = opt(
@@ -50,6 +54,10 @@ class HaluOptions:
     token_seed: int = opt(2024, help="seed of the random init (the authors used 2024)")
     keys: list[str] = opt(["thought", "hallucination"], help="exact keys for the strict format score")
     label_key: str = opt("hallucination", help="key holding the yes/no label")
+
+    @property
+    def heldout_path(self) -> str:
+        return self.heldout_file or HELDOUT
 
     def __post_init__(self) -> None:
         parse_spec(self.instructions)

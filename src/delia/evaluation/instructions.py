@@ -2,8 +2,10 @@
 
 Spec: comma-separated items `SET[-VARIANT][:K]`.
 - SET: `seen` (distinct instructions after the last "\\n\\n\\n" of each downstream row of a training file),
-  `unseen` (one instruction per line of a text file), `explicit` (the long instruction, placed *before* the
-  context), `own` (each example's own instruction, for chat rows that contain one).
+  `heldout` (the same, from the authors' validation rows: their held-out phrasings; they must not occur in the
+  training rows, see `heldout_overlap`), `unseen` (one instruction per line of a text file), `explicit` (the
+  long instruction, placed *before* the context), `own` (each example's own instruction, for chat rows that
+  contain one).
 - VARIANT (only for sets whose instructions use the special token): `notoken` removes the token (the
   plug-and-play test: does the model still produce the format without it?), `desc` replaces it by a plain
   description of the format.
@@ -25,7 +27,7 @@ from delia.config import ConfigError
 
 SEP = "\n\n\n"  # between context and instruction in the halu chat rows
 EXPLICIT_JOIN = "\n\nConsider the following task:\n"  # explicit instruction + this + context
-SETS = ("seen", "unseen", "explicit", "own")
+SETS = ("seen", "heldout", "unseen", "explicit", "own")
 VARIANTS = ("notoken", "desc")
 
 
@@ -80,22 +82,27 @@ def parse_spec(spec: str) -> list[SpecItem]:
     return items
 
 
-def seen_instructions(path: str | Path) -> list[str]:
-    """Distinct instructions of a training file, in order of first appearance.
+def _instruction_of(rec) -> str | None:
+    """The instruction of a downstream chat row (after its last context/instruction separator), else None.
 
     Rows whose `source` is not `downstream` (the diverse rows of a built training set) and rows without the
-    context/instruction separator are not task rows and are passed over.
+    separator are not task rows.
     """
+    if rec.extra.get("source", "downstream") != "downstream":
+        return None
+    users = [m["content"] for m in rec.prompt_messages if m["role"] == "user"]
+    if not users or SEP not in users[-1]:
+        return None
+    return users[-1].rsplit(SEP, 1)[1].strip() or None
+
+
+def seen_instructions(path: str | Path, limit: int | None = None) -> list[str]:
+    """Distinct instructions of a training file (its first `limit` rows), in order of first appearance."""
     from delia.data import read_records
 
     out: list[str] = []
-    for rec in read_records(path):
-        if rec.extra.get("source", "downstream") != "downstream":
-            continue
-        users = [m["content"] for m in rec.prompt_messages if m["role"] == "user"]
-        if not users or SEP not in users[-1]:
-            continue
-        text = users[-1].rsplit(SEP, 1)[1].strip()
+    for rec in read_records(path)[:limit]:
+        text = _instruction_of(rec)
         if text and text not in out:
             out.append(text)
     if not out:
@@ -125,8 +132,8 @@ def load_set(item: SpecItem, files: dict[str, str], tokens: list[str], descripti
         if not text:
             raise ConfigError(f"{files['explicit']}: empty explicit instruction file")
         return [Instruction("explicit", text, "explicit", "before")]
-    if item.set == "seen":
-        texts = seen_instructions(files["seen"])
+    if item.set in ("seen", "heldout"):
+        texts = seen_instructions(files[item.set])
     else:
         from delia.data import read_lines
 
@@ -145,3 +152,30 @@ def assign(pool: list[Instruction], n_examples: int, k: int | None, seed: int, n
     perm = list(pool)
     random.Random(f"{seed}:{name}").shuffle(perm)
     return [[perm[(i * k + j) % len(perm)] for j in range(k)] for i in range(n_examples)]
+
+
+def heldout_overlap(heldout: str | Path, train: str | Path, limit: int | None = None) -> dict[str, int]:
+    """Held-out phrasings that also occur in the first `limit` rows of `train`, each with the 1-based row of its
+    first occurrence there (empty: every phrasing is truly held out)."""
+    from delia.data import read_records
+
+    held = set(seen_instructions(heldout))
+    found: dict[str, int] = {}
+    for i, rec in enumerate(read_records(train)[:limit], 1):
+        text = _instruction_of(rec)
+        if text in held:
+            found.setdefault(text, i)
+    return found
+
+
+def check_heldout(spec: str, heldout: str | Path, seen: str | Path) -> None:
+    """Raise ConfigError when the spec uses `heldout` and any of its phrasings occurs in the training file `seen`
+    (the model trained on it, so it is not held out)."""
+    if not any(i.set == "heldout" for i in parse_spec(spec)):
+        return
+    found = heldout_overlap(heldout, seen)
+    if found:
+        rows = ", ".join(str(r) for r in sorted(found.values()))
+        raise ConfigError(f"halu.heldout_file ({heldout}): {len(found)} of its phrasings also occur in "
+                          f"halu.seen_file ({seen}, rows {rows}), so they are not held out; set halu.seen_file to "
+                          "the rows the model trained on, or halu.heldout_file to other phrasings")

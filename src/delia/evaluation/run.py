@@ -17,7 +17,7 @@ from typing import Any
 from delia.config import ConfigError, save_config
 from delia.evaluation import metrics as M
 from delia.evaluation.config import EvalConfig
-from delia.evaluation.instructions import Instruction, assign, load_set, parse_spec, vary
+from delia.evaluation.instructions import Instruction, assign, check_heldout, load_set, parse_spec, vary
 from delia.evaluation.parsing import check_keys, extract_label, object_closed, parse_output
 from delia.evaluation.prompts import (clean_translation, halu_example, halu_prompt, translation_done,
                                       translation_example, translation_prompt)
@@ -49,7 +49,7 @@ def halu_rows(cfg: EvalConfig) -> list[EvalRow]:
 
     h = cfg.halu
     examples = [halu_example(r, h.label_key) for r in read_records(cfg.data)][:cfg.limit]
-    files = {"seen": h.seen_file, "unseen": h.unseen_file, "explicit": h.explicit_file}
+    files = {"seen": h.seen_file, "unseen": h.unseen_file, "explicit": h.explicit_file, "heldout": h.heldout_path}
     rows: list[EvalRow] = []
     for item in parse_spec(h.instructions):
         if item.set == "own":
@@ -350,6 +350,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     save_config(cfg, out / "config.yaml")
 
     # 1. prompts (a baseline's prompt hook may rewrite them: ICL demonstrations, DiPMT hints)
+    if cfg.task == "halu":
+        check_heldout(cfg.halu.instructions, cfg.halu.heldout_path, cfg.halu.seen_file)
     rows = halu_rows(cfg) if cfg.task == "halu" else translation_rows(cfg)
     if cfg.prompt_hook:
         rows = _hooks().PROMPT_HOOKS.get(cfg.prompt_hook)(rows, cfg, **cfg.hook_options)

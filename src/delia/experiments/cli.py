@@ -47,9 +47,9 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan with estimated cost; run nothing."),
         report: bool = typer.Option(True, "--report/--no-report", help="Write DIR/report.md at the end."),
         only: str = typer.Option(None, "--only", help="Run only steps of these kinds (comma-separated: sample, "
-                                                      "subset, slice, build, transform, train, eval), e.g. "
-                                                      "`--only sample,slice,subset,build,train` trains now and "
-                                                      "evaluates later."),
+                                                      "subset, slice, build, transform, train, eval, "
+                                                      "drift_answers, drift), e.g. `--only sample,slice,subset,"
+                                                      "build,train` trains now and evaluates later."),
     ) -> None:
         """Run a grid of methods x sizes x ratios x seeds; finished steps are skipped, so reruns resume."""
         import time

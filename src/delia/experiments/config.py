@@ -86,6 +86,9 @@ class ExperimentConfig:
     valid_eval: dict[str, Any] = opt({}, help="EvalConfig fields for the gold-reply (loss) evaluation")
     methods: dict[str, dict[str, Any]] = opt({}, help="per-method options, e.g. {dmt: {k: 0.0039}, icl: {k: 2}}; "
                                                       "sizes/ratios/seeds there restrict the grid for that method")
+    drift: dict[str, Any] | None = opt(None, help="drift from the base model on held-out general queries (the last "
+                                                 "rows of data.queries), e.g. {queries: 64, max_new_tokens: 256}: "
+                                                 "DriftConfig fields; adds a `drift` step to every run; null = off")
     threads: int | None = opt(None, help="torch CPU threads for every stage (not part of any hash); on cores "
                                         "shared with other jobs 1 avoids OpenMP oversubscription")
     sample_margin: float = opt(0.05, help="extra queries sampled per build, covering empty answers")
@@ -99,6 +102,11 @@ class ExperimentConfig:
             if reserved:
                 raise ConfigError(f"{stage}: {sorted(reserved)} are set by the experiment (from data.* and the "
                                   f"grid); remove them")
+        if self.drift is not None:
+            reserved = {"out", "data", "adapter", "answers", "model"} & set(self.drift)
+            if reserved:
+                raise ConfigError(f"drift: {sorted(reserved)} are set by the experiment (data.queries, model, each "
+                                  f"run's adapter); remove them")
         unknown = set(self.methods) - set(self.grid.methods)
         if unknown:
             raise ConfigError(f"methods: options for {sorted(unknown)}, which are not in grid.methods")

@@ -113,6 +113,10 @@ def estimate(plan: Plan) -> Estimate:
             gen = s.config.get("generation", {}).get("max_new_tokens", 256)
             factor = math.prod(c.hook_factor.get(s.config.get(h) or "", 1.0) for h in ("decoder", "prompt_hook"))
             secs = c.model_load + n * (c.score_row if gen <= 1 else gen * c.eval_token * factor)
+        elif s.kind in ("drift_answers", "drift"):  # greedy answers (the base's are reused) + one scoring pass
+            n, gen = s.config.get("queries", 64), s.config.get("max_new_tokens", 256)
+            answers = s.kind == "drift_answers" or "adapter" in s.inputs
+            secs = c.model_load + n * (c.score_row + (gen * c.eval_token if answers else 0))
         elif s.kind == "build":
             secs = 3.0
         else:
@@ -146,4 +150,8 @@ def describe_step(s: Step) -> str:
             if c.get(hook):
                 who += f", {hook} {c[hook]}"
         return f"{who} on {Path(c['data']).name} [{halu.get('instructions', 'default')}]"
+    if s.kind == "drift_answers":
+        return f"base answers the last {c.get('queries', 64)} queries of {Path(c['data']).name}"
+    if s.kind == "drift":
+        return f"{'adapter' if 'adapter' in s.inputs else 'base'} scored on the base's drift answers"
     return ""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delia.config import config_hash, merge
+from delia.config import ConfigError, config_hash, merge
 from delia.experiments.config import ExperimentConfig
 from delia.experiments.stages import resolve, sha256_file
 
@@ -177,7 +177,21 @@ class Ctx:
                                      volatile={"data": d.valid})
         if adapter:
             out["train"] = adapter
+        if self.exp.drift is not None:
+            out["drift"] = self.drift(adapter)
         return out
+
+    def drift(self, adapter: Step | None = None) -> Step:
+        """Drift from the base model: the base's greedy answers to the held-out queries (one step shared by
+        every run) and this model (the base when `adapter` is None) scored against them."""
+        d = self.exp.data
+        keys = [] if d.task != "halu" else self.exp.eval.get("halu", {}).get("keys")  # the leakage rule's keys
+        cfg = {**{k: self.exp.eval[k] for k in ("dtype", "device") if k in self.exp.eval},
+               "model": self.exp.model, **self._threads(), **({"keys": keys} if keys is not None else {}),
+               **(self.exp.drift or {})}
+        answers = self.step("drift_answers", cfg, fingerprint={"sha256": _digest(d.queries)},
+                            volatile={"data": d.queries})
+        return self.step("drift", cfg, {"answers": answers, **({"adapter": adapter} if adapter else {})})
 
 
 def _instruction_files(eval_fields: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -188,7 +202,54 @@ def _instruction_files(eval_fields: dict[str, Any]) -> dict[str, dict[str, Any]]
     halu = EvalConfig(data="-", out="-").halu
     given = eval_fields.get("halu", {})
     paths = {f: given.get(f, getattr(halu, f)) for f in ("unseen_file", "explicit_file")}
+    if _uses_heldout(given.get("instructions", halu.instructions)):  # only then: other steps keep their hashes
+        paths["heldout_file"] = given.get("heldout_file") or halu.heldout_path
     return {"paths": {"halu": paths}, "digests": {f"halu.{f}": _digest(p) for f, p in paths.items()}}
+
+
+def _uses_heldout(spec: str) -> bool:
+    from delia.evaluation.instructions import parse_spec
+
+    return any(i.set == "heldout" for i in parse_spec(spec))
+
+
+def _check_heldout(exp: ExperimentConfig) -> None:
+    """The `heldout` phrasings must occur in none of the training rows any model of the grid sees (the first
+    max(size) rows of data.train); otherwise the set would not measure held-out phrasings."""
+    from delia.evaluation.config import EvalConfig
+    from delia.evaluation.instructions import heldout_overlap
+
+    given, halu = exp.eval.get("halu", {}), EvalConfig(data="-", out="-").halu
+    if exp.data.task != "halu" or not _uses_heldout(given.get("instructions", halu.instructions)):
+        return
+    sizes = [*exp.grid.sizes, *(n for o in exp.methods.values() for n in o.get("sizes", []))]
+    heldout = given.get("heldout_file") or halu.heldout_path
+    found = heldout_overlap(heldout, exp.data.train, max(sizes))
+    if found:
+        first = min(found.values())
+        raise ConfigError(f"eval.halu.instructions uses 'heldout', but {len(found)} of the phrasings of {heldout} "
+                          f"occur in the first {max(sizes)} rows of {exp.data.train} (rows "
+                          f"{', '.join(str(r) for r in sorted(found.values()))}), which the largest models train "
+                          f"on: they are not held out. Use sizes below {first}, or halu.heldout_file with "
+                          f"phrasings absent from training")
+
+
+def _check_drift(steps: list[Step]) -> None:
+    """Drift queries are the last rows of the query file: self-sampling (its first `limit` rows) must stay
+    below them, or the tuned models would have trained on the base's answers to the drift queries."""
+    from delia.evaluation.drift import first_heldout_row
+
+    for a in (s for s in steps if s.kind == "drift_answers"):
+        path, n = a.volatile["data"], a.resolved["queries"]
+        first = first_heldout_row(path, n)
+        if first < 0:
+            raise ConfigError(f"drift.queries: {n} held-out queries asked for, but {path} has {first + n} rows")
+        for s in steps:
+            limit = s.volatile.get("limit", 0)
+            if s.kind == "sample" and s.fingerprint == a.fingerprint and limit > first:
+                raise ConfigError(f"drift: the {n} drift queries are rows {first + 1}..{first + n} of {path}, but "
+                                  f"self-sampling reads its first {limit} rows; lower drift.queries, the ratios or "
+                                  f"sample_margin, or use a longer query file")
 
 
 AXES = ("sizes", "ratios", "seeds")  # per-method option keys that restrict the grid for that method
@@ -219,6 +280,7 @@ def expand(exp: ExperimentConfig) -> Plan:
     from delia.methods import METHODS
 
     _DIGESTS.clear()  # files may have changed since the last plan in this process
+    _check_heldout(exp)
     pool: dict[str, Step] = {}
     runs: dict[tuple, Run] = {}
     g = exp.grid
@@ -251,4 +313,5 @@ def expand(exp: ExperimentConfig) -> Plan:
         if s.kind == "sample":
             s.volatile["limit"] = max(x.config["n_queries"] for x in ordered
                                       if x.kind == "slice" and x.inputs["cache"] is s)
+    _check_drift(ordered)
     return Plan(exp, list(runs.values()), ordered)

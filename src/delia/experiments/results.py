@@ -18,7 +18,7 @@ def collect(dirs: dict[str, Path]) -> dict[str, Any]:
     """Scalar metrics (dotted names) plus per-layer L2 lists, from the named step directories.
 
     Args:
-        dirs: step name ("test", "valid", "train") -> its directory.
+        dirs: step name ("test", "valid", "train", "drift") -> its directory.
     Returns:
         e.g. {"seen.format_accuracy": 0.4, "seen.format_accuracy.ci_low": ..., "l2.mean.middle": ...,
         "valid.loss": ..., "train.loss": ..., "l2_layers": {"json": [...]}}.
@@ -56,6 +56,10 @@ def collect(dirs: dict[str, Path]) -> dict[str, Any]:
             out["valid.state_space_n90"] = agg.get("state_space_n90_geomean")
             out["valid.first_token_nll"] = agg.get("first_token_nll_mean")
             out["valid.rows"] = agg.get("rows")
+    drift = _load(dirs["drift"] / "metrics.json") if "drift" in dirs else None
+    if drift:  # per-query values stay in the step's drift.jsonl (for a report's bootstrap)
+        for k in ("drift_nll", "drift_nll_base", "leak_rate", "drift_n"):
+            out[k] = drift.get(k)
     run = _load(dirs["train"] / "delia_run.json") if "train" in dirs else None
     if run:
         out["train.loss"] = run.get("train_loss")

@@ -53,6 +53,15 @@ def _eval_cls():
     return EvalConfig
 
 
+def _drift_cls():
+    from delia.evaluation.drift import DriftConfig
+    return DriftConfig
+
+
+# drift steps: the query file is named by content (fingerprint), like the other data steps
+_DRIFT_VOLATILE = ("threads", "batch_size", "score_batch_size", "data")
+
+
 SPECS: dict[str, StageSpec] = {
     "sample": StageSpec(_sample_cls, {"out": "@out/cache.jsonl"},
                         volatile=("limit", "engine_options", "queries")),
@@ -68,7 +77,10 @@ SPECS: dict[str, StageSpec] = {
     "eval": StageSpec(_eval_cls, {"adapter": "adapter", "data": "examples/data.jsonl",
                                   "halu.seen_file": "seen/data.jsonl", "out": "@out"},
                       volatile=("threads", "resume", "generation.batch_size", "analysis.score_batch_size",
-                                "data", "halu.unseen_file", "halu.explicit_file")),
+                                "data", "halu.unseen_file", "halu.explicit_file", "halu.heldout_file")),
+    "drift_answers": StageSpec(_drift_cls, {"out": "@out"}, volatile=_DRIFT_VOLATILE),
+    "drift": StageSpec(_drift_cls, {"adapter": "adapter", "answers": "answers/answers.jsonl", "out": "@out"},
+                       volatile=_DRIFT_VOLATILE),
 }
 
 
@@ -226,7 +238,22 @@ def _run_eval(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dic
     return {"speed": metrics.get("speed")}
 
 
+def _run_drift_answers(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    from delia.evaluation.drift import run_drift_answers
+
+    m = run_drift_answers(_stage_config("drift_answers", config, inputs, out))
+    return {"n": m["n"], "nll": m["nll"]}
+
+
+def _run_drift(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
+    from delia.evaluation.drift import run_drift
+
+    m = run_drift(_stage_config("drift", config, inputs, out))
+    return {k: m[k] for k in ("drift_n", "drift_nll", "drift_nll_base", "leak_rate")}
+
+
 RUNNERS: dict[str, Callable[[dict[str, Any], dict[str, Path], Path], dict[str, Any]]] = {
     "sample": _run_sample, "subset": _run_subset, "slice": _run_slice, "build": _run_build,
     "transform": _run_transform, "train": _run_train, "eval": _run_eval,
+    "drift_answers": _run_drift_answers, "drift": _run_drift,
 }
