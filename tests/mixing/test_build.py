@@ -36,7 +36,8 @@ def test_counts_and_each_downstream_row_exactly_once(downstream, cache, tmp_path
     by_id = {f"q{i}": f"response {i}" for i in range(50)}
     assert all(r["messages"][1]["content"] == by_id[r["id"]] for r in rows if r["source"] == "diverse")
     assert m["ratio"] == {"requested": 3.0, "realised": 3.0}
-    assert m["excluded"] == {"total": 3, "by_reason": {"empty response": 3}, "file": "excluded.jsonl"}
+    assert m["excluded"] == {"total": 3, "by_reason": {"empty response": 3}, "exclude_truncated": True,
+                             "file": "excluded.jsonl"}
     excluded = [json.loads(x) for x in (tmp_path / "o" / "excluded.jsonl").read_text().splitlines()]
     assert [(e["line"], e["id"]) for e in excluded] == [(6, "q5"), (18, "q17"), (41, "q40")]
     assert m["special_tokens"] == ["<sep>"] and m["instructions"]["distinct"] == 3

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from delia.config import to_dict
+from delia.experiments.config import split_method
 from delia.experiments.plan import Plan, Step
 from delia.experiments.results import collect
 from delia.experiments.stages import run_step
@@ -138,7 +139,8 @@ def write_results(plan: Plan, git: dict[str, Any], bad: set[str] = frozenset()) 
         run_dir = root / "runs" / run.id
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(
-            {"method": run.method, "axes": run.axes, "git": git, "method_options": plan.exp.methods.get(run.method, {}),
+            {"method": run.method, "axes": run.axes, "git": git, "method_options": run.options,
+             **({"train_recipe": plan.exp.recipes[recipe]} if (recipe := split_method(run.method)[1]) else {}),
              "steps": {n: step_record(s) for n, s in run.steps.items()}}, sort_keys=False))
         (run_dir / "metrics.json").write_text(json.dumps(row, indent=2) + "\n")
         results.append(row)
