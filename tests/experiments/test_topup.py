@@ -71,3 +71,11 @@ def test_allow_repeat_keeps_a_short_slice_as_it_was(make_exp, fake_stages):
     sl = _step(plan, "slice")
     assert "need" not in sl.volatile and fake_stages.calls["sample"] == 1
     assert json.loads((sl.dir(Path(exp.out_dir)) / "done.json").read_text())["summary"]["rows"] == 65
+
+
+def test_a_top_up_stops_at_four_times_the_planned_queries(make_exp, fake_stages):
+    fake_stages.cut_every = 1  # every answer cut: no margin helps, the budget is what is wrong
+    out = run_experiment(expand(make_exp(grid={"methods": ["delia"]})))
+    (err,) = out.failed.values()
+    assert "the first 260 queries" in err and "hold 0 usable rows" in err and "at most 4x the 65 planned" in err
+    assert "sample.max_new_tokens" in err

@@ -177,6 +177,9 @@ def _run_subset(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> d
     return {"rows": n}
 
 
+TOP_UP_LIMIT = 4  # a slice samples at most this many times the queries planned for it
+
+
 def _run_slice(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     """The cache rows answering the first `n_queries` queries, in query order.
 
@@ -199,17 +202,19 @@ def _run_slice(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> di
                            f"experiment to sample them")
     need = config.get("need")
     m = n
+    cap = min(len(ids), TOP_UP_LIMIT * n)  # past that, the budget (not the margin) is what is wrong
     while need is not None and _usable(ids[:m], rows, reason)[-1] < need:
         have = _usable(ids[:m], rows, reason)[-1]
-        if m >= len(ids) or "sample" not in config:
+        if m >= cap or "sample" not in config:
             excl = Counter(reason[i] for i in ids[:m] if reason.get(i))
             raise RuntimeError(
                 f"{cache}: the answers to the first {m} queries of {config['queries']} hold {have} usable rows "
                 f"({', '.join(f'{c} {r}' for r, c in excl.items()) or 'none excluded'}), but a build needs "
-                f"{need}; raise `sample_margin`, use a larger queries file, raise sample.max_new_tokens (fewer "
-                f"answers cut) or set build.exclude_truncated: false")
+                f"{need} (a top-up samples at most {TOP_UP_LIMIT}x the {n} planned queries); raise "
+                f"`sample_margin`, use a larger queries file, raise sample.max_new_tokens (fewer answers cut) or "
+                f"set build.exclude_truncated: false")
         # grow by the usable rate seen so far, with 10% to spare, so one or two rounds suffice
-        m = min(len(ids), m + math.ceil((need - have) * m / max(have, 1) * 1.1) + 2)
+        m = min(cap, m + math.ceil((need - have) * m / max(have, 1) * 1.1) + 2)
         if any(i not in rows for i in ids[:m]):
             log.warning("slice: %d usable rows among the first %d answers, %d needed: sampling up to %d queries "
                         "(a larger sample_margin avoids this top-up)", have, n, need, m)
