@@ -28,7 +28,7 @@ def test_a_short_slice_samples_more_and_the_real_build_then_has_enough(make_exp,
     # 65 answers hold 48 usable; the top-up samples more, and the slice keeps the first 80 (60 usable)
     assert fake_stages.calls["sample"] == 2
     summary = json.loads((sl.dir(root) / "done.json").read_text())["summary"]
-    assert summary == {"rows": 80, "usable": 60, "topped_up": 15}
+    assert summary == {"rows": 80, "usable": 60, "topped_up": 15, "need": 60, "exclude_truncated": True}
     rows = [json.loads(ln) for ln in (sl.dir(root) / "cache.jsonl").read_text().splitlines()]
     from delia.sampling import load_queries
 
@@ -79,3 +79,20 @@ def test_a_top_up_stops_at_four_times_the_planned_queries(make_exp, fake_stages)
     (err,) = out.failed.values()
     assert "the first 260 queries" in err and "hold 0 usable rows" in err and "at most 4x the 65 planned" in err
     assert "sample.max_new_tokens" in err
+
+
+def test_a_topped_up_slice_is_redone_when_the_builds_exclusion_rule_changes(make_exp, fake_stages):
+    fake_stages.cut_every = 4
+    run_experiment(expand(make_exp(grid={"methods": ["delia"]})))
+    fake_stages.calls.clear()
+    exp = make_exp(grid={"methods": ["delia"]}, build={"exclude_truncated": False})
+    plan = expand(exp)
+    sl = _step(plan, "slice")
+    run_experiment(plan)
+    # same slice key, other rule: the slice is redone (the first 65 answers, all usable when cut ones count) and
+    # the build under the new rule reads that, exactly as a fresh experiment would
+    assert fake_stages.calls == {"build": 1, "train": 1, "eval": 2}
+    assert json.loads((sl.dir(Path(exp.out_dir)) / "done.json").read_text())["summary"] == {"rows": 65, "usable": 65}
+    fake_stages.calls.clear()
+    run_experiment(expand(exp))
+    assert sum(fake_stages.calls.values()) == 0  # and stays done

@@ -227,8 +227,8 @@ def _run_slice(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> di
         n = next(k for k in range(n, m + 1) if counts[k] >= need)
     (out / "cache.jsonl").write_text("".join(rows[q] for q in ids[:n]), encoding="utf-8")
     summary: dict[str, Any] = {"rows": n, "usable": _usable(ids[:n], rows, reason)[-1]}
-    if n > int(config["n_queries"]):
-        summary["topped_up"] = n - int(config["n_queries"])
+    if n > int(config["n_queries"]):  # what the top-up depended on (runner.step_done redoes it when that changes)
+        summary.update(topped_up=n - int(config["n_queries"]), need=need, exclude_truncated=rule)
     return summary
 
 
