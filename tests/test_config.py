@@ -69,3 +69,19 @@ def test_hash_changes_with_content_only():
 def test_describe_lists_nested_help():
     rows = {k: h for k, _, h in describe(Train)}
     assert rows["lora.r"] == "LoRA rank" and rows["lr"] == "learning rate"
+
+
+@dataclass
+class Numbers:
+    alpha: int | float = opt(5.0, "a number kept as written")
+
+
+def test_a_union_takes_the_first_member_that_accepts_the_value():
+    from delia.config import from_dict
+
+    assert type(from_dict(Numbers, {"alpha": 5}).alpha) is int  # `5` stays 5, so hashes of it stay
+    assert from_dict(Numbers, {"alpha": 0.5}).alpha == 0.5
+    with pytest.raises(ConfigError, match=r"n\.alpha: expected int or float, got 'x'"):
+        from_dict(Numbers, {"alpha": "x"}, where="n")
+    with pytest.raises(ConfigError, match="n: expected a mapping, got 3"):
+        from_dict(Numbers, 3, where="n")

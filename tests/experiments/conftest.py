@@ -40,6 +40,7 @@ class FakeStages:
         self.calls: Counter[str] = Counter()
         self.log: list[tuple[str, Path]] = []
         self.fail_on: set[str] = set()
+        self.cut_every = 0  # sample: every n-th answer (0, n, 2n, ...) is cut at the budget (finish_reason length)
 
     def __call__(self, kind: str):
         def run(config, inputs, out: Path):
@@ -50,9 +51,12 @@ class FakeStages:
             if kind == "sample":
                 from delia.sampling import load_queries
 
+                cut = self.cut_every
                 rows = [{"id": q.id, "messages": [{"role": "user", "content": q.text},
-                                                  {"role": "assistant", "content": "ok"}]}
-                        for q in load_queries(config["queries"], config["limit"])]
+                                                  {"role": "assistant", "content": "ok"}],
+                         "meta": {"params": {"max_new_tokens": 16},
+                                  "finish_reason": "length" if cut and i % cut == 0 else "stop"}}
+                        for i, q in enumerate(load_queries(config["queries"], config["limit"]))]
                 (out / "cache.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             elif kind == "build":
                 n = sum(1 for _ in open(inputs["downstream"] / "data.jsonl"))

@@ -39,3 +39,20 @@ def test_bad_configs_name_the_key(tmp_path):
     bad.write_text("train:\n  data: x.jsonl\n")
     with pytest.raises(ConfigError, match="set by the experiment"):
         load_experiment(bad)
+
+
+def test_halu100_with_the_controls_added_keeps_every_step_of_the_plain_grid(monkeypatch):
+    """The controls the comments of configs/halu100.yaml offer only add steps: the running grid stays valid."""
+    monkeypatch.chdir(ROOT)
+    plain = expand(load_experiment(ROOT / "configs/halu100.yaml"))
+    more = expand(load_experiment(ROOT / "configs/halu100.yaml", [
+        "grid.methods=[original, cit, delia, cit_steps, wo_diversified, wo_all, cit@paper, delia@paper, "
+        "cit_steps@paper]",
+        "recipes={paper: {learning_rate: 2.0e-4, epochs: 1, warmup_steps: 25, batch_size: null}}"]))
+    assert {s.key for s in plain.steps} < {s.key for s in more.steps}
+    steps = {r.id: r.steps["train"].config for r in more.runs if r.method.startswith("cit_steps")}
+    # ratio 3: 400 rows, batch 8, 2 epochs -> 100 steps; ratio 10: 1100 rows -> 276; paper: batch 64, 1 epoch
+    assert steps["cit_steps/ratio3-seed1-size100"]["max_steps"] == 100
+    assert steps["cit_steps/ratio10-seed1-size100"]["max_steps"] == 276
+    assert steps["cit_steps@paper/ratio3-seed1-size100"]["max_steps"] == 7
+    assert steps["cit_steps@paper/ratio3-seed1-size100"]["batch_size"] == 64

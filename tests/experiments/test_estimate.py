@@ -34,3 +34,15 @@ def test_work_counts_and_seconds(make_exp):
                                                       "hook_factor": {"arithmetic": 5.0}})
     (run,) = expand(exp2).runs
     assert estimate(expand(exp2)).per_step[run.steps["test"].key] == pytest.approx(8 * 256 * 0.001 * 5.0)
+
+
+def test_a_step_budget_is_charged_by_its_steps_not_its_epochs(make_exp):
+    # cit_steps: 30 CIT rows trained for DELIA's ceil(120 / 8) x 2 = 30 steps of 8 = 240 row passes (8 epochs)
+    exp = make_exp(grid={"methods": ["cit", "cit_steps"], "ratios": [3.0]}, train={"batch_size": 8, "epochs": 2},
+                   cost={"train_row": 2.0, "model_load": 1.0})
+    plan = expand(exp)
+    by = {r.method: r for r in plan.runs}
+    est = estimate(plan)
+    assert by["cit_steps"].steps["train"].config["max_steps"] == 30
+    assert est.per_step[by["cit_steps"].steps["train"].key] == pytest.approx(1.0 + 240 * 2.0)
+    assert est.per_step[by["cit"].steps["train"].key] == pytest.approx(1.0 + 60 * 2.0)

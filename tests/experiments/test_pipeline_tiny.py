@@ -16,6 +16,7 @@ def test_tiny_grid_runs_end_to_end_and_a_rerun_does_nothing(make_exp, tiny_dir, 
                    grid={"methods": ["original", "icl", "ctg", "cit", "delia"], "sizes": [4], "ratios": [1.0],
                          "seeds": [42]},
                    sample={"max_new_tokens": 4, "engine_options": {"batch_size": 8}},
+                   build={"exclude_truncated": False},  # the random tiny model never ends an answer in 4 tokens
                    train={"max_steps": 1, "batch_size": 4, "report_to": ["none"]},
                    eval={"limit": 2, "generation": {"max_new_tokens": 4}, "bootstrap": 10,
                          # no seen_file: the experiment supplies the smallest training subset's phrasings
@@ -49,6 +50,7 @@ def test_every_other_halu_method_runs_through_the_real_stages(make_exp, tiny_dir
                    grid={"methods": methods, "sizes": [4], "ratios": [1.0], "seeds": [42]},
                    methods={"fact_based": {"n_q": 2}},
                    sample={"max_new_tokens": 4, "engine_options": {"batch_size": 8}},
+                   build={"exclude_truncated": False},  # the random tiny model never ends an answer in 4 tokens
                    train={"max_steps": 1, "batch_size": 4, "report_to": ["none"]},
                    eval={"limit": 2, "generation": {"max_new_tokens": 4}, "bootstrap": 10,
                          "analysis": {"hidden": True}})

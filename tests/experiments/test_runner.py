@@ -112,3 +112,17 @@ def test_an_interrupted_grid_resumes_where_it_stopped(make_exp, fake_stages, mon
     # only the interrupted training and what follows it run again; the first training is not repeated
     assert fake_stages.calls["train"] == 1 and fake_stages.calls["sample"] == 0
     assert done_before["train"] == 1 and len(out.results) == 3
+
+
+def test_results_name_the_recipe_variant(make_exp, fake_stages):
+    recipes = {"paper": {"learning_rate": 2.0e-4, "epochs": 1, "warmup_steps": 25, "batch_size": None}}
+    exp = make_exp(grid={"methods": ["cit", "cit@paper"]}, recipes=recipes,
+                   train={"learning_rate": 1e-3, "batch_size": 8, "epochs": 2, "warmup_steps": 0})
+    out = run_experiment(expand(exp))
+    assert not out.failed and sorted(r["method"] for r in out.results) == ["cit", "cit@paper"]
+    root = Path(exp.out_dir)
+    assert ",cit@paper," in (root / "results.csv").read_text()
+    cfg = yaml.safe_load((root / "runs/cit@paper/seed42-size30/config.yaml").read_text())
+    assert cfg["method"] == "cit@paper" and cfg["train_recipe"] == recipes["paper"]
+    assert cfg["steps"]["train"]["config"]["learning_rate"] == 2e-4
+    assert fake_stages.calls["train"] == 2 and fake_stages.calls["build"] == 1  # one build, two recipes

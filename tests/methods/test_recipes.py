@@ -20,7 +20,7 @@ def only(plan, method):
 
 def test_every_method_is_registered():
     assert set(METHODS) == {"original", "icl", "cit", "random_init", "mean_init", "fact_based", "dmt", "ctg",
-                            "dipmt", "neftune", "delia", "wo_diverse", "wo_diversified", "wo_all", "w_all"}
+                            "dipmt", "neftune", "delia", "wo_diverse", "wo_diversified", "wo_all", "w_all", "cit_steps"}
 
 
 def test_cit_is_delia_at_ratio_zero_and_the_ablations_alias_their_twins(make_exp):

@@ -36,7 +36,8 @@ def test_counts_and_each_downstream_row_exactly_once(downstream, cache, tmp_path
     by_id = {f"q{i}": f"response {i}" for i in range(50)}
     assert all(r["messages"][1]["content"] == by_id[r["id"]] for r in rows if r["source"] == "diverse")
     assert m["ratio"] == {"requested": 3.0, "realised": 3.0}
-    assert m["excluded"] == {"total": 3, "by_reason": {"empty response": 3}, "file": "excluded.jsonl"}
+    assert m["excluded"] == {"total": 3, "by_reason": {"empty response": 3}, "exclude_truncated": True,
+                             "file": "excluded.jsonl"}
     excluded = [json.loads(x) for x in (tmp_path / "o" / "excluded.jsonl").read_text().splitlines()]
     assert [(e["line"], e["id"]) for e in excluded] == [(6, "q5"), (18, "q17"), (41, "q40")]
     assert m["special_tokens"] == ["<sep>"] and m["instructions"]["distinct"] == 3
@@ -204,3 +205,43 @@ def test_token_too_often_warns(downstream, tmp_path):
     m = build(cfg(downstream, tmp_path / "o", fixed_instruction="<sep> then <sep> and <sep> again"))
     assert m["warnings"] == ["1 instruction(s) contain <sep> more than 2 times, "
                              "e.g. '<sep> then <sep> and <sep> again'"]
+
+
+def _cut_cache(tmp_path: Path) -> Path:
+    """12 answers sampled with a 64-token budget; q3 and q7 were cut at it (finish_reason 'length')."""
+    rows = [{"id": f"q{i}", "messages": [{"role": "user", "content": f"query {i}"},
+                                         {"role": "assistant", "content": f"response {i}"}],
+             "meta": {"model": "tiny", "params": {"max_new_tokens": 64},
+                      "finish_reason": "length" if i in (3, 7) else "stop"}} for i in range(12)]
+    return _jsonl(tmp_path / "cut.jsonl", rows)
+
+
+def test_an_answer_cut_at_the_budget_is_excluded_and_counted(downstream, tmp_path):
+    m = build(cfg(downstream, tmp_path / "o", diverse=str(_cut_cache(tmp_path)), ratio=1.0))
+    ids = {r["id"] for r in rows_of(tmp_path / "o") if r["source"] == "diverse"}
+    assert len(ids) == 10 and not ids & {"q3", "q7"}
+    assert m["excluded"] == {"total": 2, "by_reason": {"truncated (finish_reason=length)": 2},
+                             "exclude_truncated": True, "file": "excluded.jsonl"}
+    excluded = [json.loads(x) for x in (tmp_path / "o" / "excluded.jsonl").read_text().splitlines()]
+    assert [(e["line"], e["id"]) for e in excluded] == [(4, "q3"), (8, "q7")]
+    diverse = m["inputs"]["diverse"]
+    assert diverse["max_new_tokens"] == {"64": 12} and diverse["usable"] == 10 and diverse["truncated_kept"] == 0
+    # 10 usable rows cannot fill ratio 1.1 x 10 = 11 slots: the message counts the cut answers
+    with pytest.raises(BuildError, match=r"10 usable rows \(2 truncated \(finish_reason=length\) excluded\)"):
+        build(cfg(downstream, tmp_path / "o2", diverse=str(_cut_cache(tmp_path)), ratio=1.1))
+
+
+def test_keep_truncated_keeps_a_cut_answer_and_counts_it(downstream, tmp_path):
+    from typer.testing import CliRunner
+
+    from delia.cli import app
+
+    out = tmp_path / "keep"
+    res = CliRunner().invoke(app, ["build", "-d", str(downstream), "--diverse", str(_cut_cache(tmp_path)), "-r",
+                                   "1.2", "-o", str(out), "--model", "", "--keep-truncated"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "manifest.json").read_text())
+    ids = {r["id"] for r in rows_of(out) if r["source"] == "diverse"}
+    assert ids == {f"q{i}" for i in range(12)}  # all 12, the two cut answers included
+    assert m["excluded"]["total"] == 0 and m["excluded"]["exclude_truncated"] is False
+    assert m["inputs"]["diverse"]["truncated_kept"] == 2 and m["inputs"]["diverse"]["max_new_tokens"] == {"64": 12}

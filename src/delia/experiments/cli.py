@@ -60,8 +60,13 @@ def register(app: typer.Typer) -> None:
         from delia.experiments.plan import expand
         from delia.experiments.runner import run_experiment
 
+        from delia.config import ConfigError
+
         exp = load_experiment(config, overrides)
-        plan = expand(exp)
+        try:
+            plan = expand(exp)  # checks every method's options and recipe before anything runs
+        except ConfigError as e:
+            raise ConfigError(f"{config}: {e}") from None
         if only:
             from delia.experiments.plan import Plan
             from delia.experiments.stages import SPECS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -14,7 +15,8 @@ HALU = "builtin:halu"  # packaged data (delia.data.sources); any path or hub id 
 class GridConfig:
     """The axes of the grid. A method only varies along the axes its recipe reads (e.g. `original` has none)."""
 
-    methods: list[str] = opt(["original", "cit", "delia"], help="method names (see `delia ls methods`)")
+    methods: list[str] = opt(["original", "cit", "delia"], help="method names (see `delia ls methods`); "
+                                                                "`NAME@RECIPE` trains with a `recipes:` entry")
     sizes: list[int] = opt([100], help="downstream data sizes: the first N training rows (paper: 30/65/85/100)")
     ratios: list[float] = opt([10.0], help="diverse rows per downstream row (paper: up to 520)")
     seeds: list[int] = opt([42], help="seeds of mixing and training (one run per seed for trained methods)")
@@ -85,13 +87,20 @@ class ExperimentConfig:
     eval: dict[str, Any] = opt({}, help="EvalConfig fields for the test evaluation (delia eval)")
     valid_eval: dict[str, Any] = opt({}, help="EvalConfig fields for the gold-reply (loss) evaluation")
     methods: dict[str, dict[str, Any]] = opt({}, help="per-method options, e.g. {dmt: {k: 0.0039}, icl: {k: 2}}; "
-                                                      "sizes/ratios/seeds there restrict the grid for that method")
+                                                      "sizes/ratios/seeds there restrict the grid for that method; "
+                                                      "checked against the method's options (`delia ls methods`)")
+    recipes: dict[str, dict[str, Any]] = opt({}, help="named training recipes: train overrides on top of `train:`, "
+                                                      "run as `METHOD@NAME` in grid.methods, e.g. {paper: "
+                                                      "{learning_rate: 2.0e-4, epochs: 1, warmup_steps: 25, "
+                                                      "batch_size: null}}")
     drift: dict[str, Any] | None = opt(None, help="drift from the base model on held-out general queries (the last "
                                                  "rows of data.queries), e.g. {queries: 64, max_new_tokens: 256}: "
                                                  "DriftConfig fields; adds a `drift` step to every run; null = off")
     threads: int | None = opt(None, help="torch CPU threads for every stage (not part of any hash); on cores "
                                         "shared with other jobs 1 avoids OpenMP oversubscription")
-    sample_margin: float = opt(0.05, help="extra queries sampled per build, covering empty answers")
+    sample_margin: float = opt(0.05, help="extra queries sampled up front per build, covering answers the build "
+                                          "excludes (empty, cut at the budget); when they still leave too few, "
+                                          "the build's slice samples more (a top-up)")
     cost: CostModel = field(default_factory=CostModel, metadata={"help": "dry-run cost model"})
 
     def __post_init__(self) -> None:
@@ -107,9 +116,29 @@ class ExperimentConfig:
             if reserved:
                 raise ConfigError(f"drift: {sorted(reserved)} are set by the experiment (data.queries, model, each "
                                   f"run's adapter); remove them")
-        unknown = set(self.methods) - set(self.grid.methods)
+        for name, overrides in self.recipes.items():
+            if not isinstance(overrides, dict):
+                raise ConfigError(f"recipes.{name}: expected a mapping of train fields, got {overrides!r}")
+            if not name or not name.replace("-", "").replace("_", "").isalnum():
+                raise ConfigError(f"recipes: name {name!r}: use letters, digits, '-' and '_'")
+            reserved = {"out", "data", "init_adapter"} & set(overrides)
+            if reserved:
+                raise ConfigError(f"recipes.{name}: {sorted(reserved)} are set by the experiment; remove them")
+        for method in self.grid.methods:
+            base, recipe = split_method(method)
+            if not base:
+                raise ConfigError(f"grid.methods: {method!r} names no method before '@'")
+            if recipe is not None and recipe not in self.recipes:
+                close = difflib.get_close_matches(recipe, list(self.recipes), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"grid.methods: {method!r}: no recipe {recipe!r} under `recipes:`{hint}")
+        named = set(self.grid.methods) | {split_method(m)[0] for m in self.grid.methods}
+        unknown = set(self.methods) - named
         if unknown:
             raise ConfigError(f"methods: options for {sorted(unknown)}, which are not in grid.methods")
+        for name, options in self.methods.items():
+            if not isinstance(options, dict):
+                raise ConfigError(f"methods.{name}: expected a mapping of options, got {options!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if not 0 <= self.sample_margin <= 1:
@@ -118,3 +147,9 @@ class ExperimentConfig:
     @property
     def out_dir(self) -> str:
         return self.out or f"runs/experiments/{self.name}"
+
+
+def split_method(name: str) -> tuple[str, str | None]:
+    """`delia@paper` -> ("delia", "paper"); a plain name -> (name, None)."""
+    base, at, recipe = name.partition("@")
+    return base, (recipe if at else None)

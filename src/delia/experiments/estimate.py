@@ -8,6 +8,8 @@ from pathlib import Path
 
 from delia.experiments.plan import Plan, Step
 from delia.experiments.runner import step_done
+from delia.mixing.schedule import diverse_count
+from delia.training.config import effective_batch
 
 
 def _size(step: Step) -> int:
@@ -18,7 +20,7 @@ def _size(step: Step) -> int:
 def diverse_rows(step: Step) -> int:
     """How many of `train_rows(step)` are self-sampled rows."""
     if step.kind == "build":
-        return math.floor(step.config.get("ratio", 0) * _size(step.inputs["downstream"]))
+        return diverse_count(step.config.get("ratio", 0), _size(step.inputs["downstream"]))[0]
     if step.kind == "transform" and step.config["name"] == "dmt_stage2":
         return diverse_rows(step.inputs["data"])
     return 0
@@ -39,7 +41,7 @@ def train_rows(step: Step) -> int:
     """Rows of the training set a build/transform step will write."""
     if step.kind == "build":
         n = _size(step.inputs["downstream"])
-        return n + math.floor(step.config.get("ratio", 0) * n)
+        return n + diverse_count(step.config.get("ratio", 0), n)[0]
     if step.kind == "transform":
         base = train_rows(step.inputs["data"])
         if step.config["name"] == "fact_qa":
@@ -104,10 +106,10 @@ def estimate(plan: Plan) -> Estimate:
             data = s.inputs["data"]
             rows, div = train_rows(data), diverse_rows(data)
             per_epoch = (rows - div) * c.train_row + div * c.train_diverse_row * (_sample_budget(data) or 128) / 128
-            if s.config.get("max_steps", -1) > 0:
-                batch = s.config.get("batch_size") or (64 if rows >= 256 else 16)
-                per_epoch *= min(1.0, s.config["max_steps"] * batch / rows)
-            secs = c.model_load + per_epoch * s.config.get("epochs", 1.0)
+            epochs = s.config.get("epochs", 1.0)
+            if s.config.get("max_steps", -1) > 0:  # a step budget replaces the epochs (the data repeats as needed)
+                epochs = s.config["max_steps"] * effective_batch(rows, s.config.get("batch_size")) / rows
+            secs = c.model_load + per_epoch * epochs
         elif s.kind == "eval":
             n = eval_rows(s)
             gen = s.config.get("generation", {}).get("max_new_tokens", 256)
@@ -142,7 +144,8 @@ def describe_step(s: Step) -> str:
     if s.kind == "train":
         extra = ", continues an adapter" if "init" in s.inputs else ""
         trl = f", trl {c['trl']}" if c.get("trl") else ""
-        return f"LoRA on {train_rows(s.inputs['data'])} rows, seed {c.get('seed')}{trl}{extra}"
+        steps = f", {c['max_steps']} steps of {c.get('batch_size')}" if c.get("max_steps", -1) > 0 else ""
+        return f"LoRA on {train_rows(s.inputs['data'])} rows, seed {c.get('seed')}{steps}{trl}{extra}"
     if s.kind == "eval":
         halu = c.get("halu", {})
         who = "adapter" if "adapter" in s.inputs else f"base (token_init {halu.get('token_init', 'random')})"

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delia.config import ConfigError, config_hash, merge
-from delia.experiments.config import ExperimentConfig
+from delia.config import ConfigError, config_hash, from_dict, merge, to_dict
+from delia.experiments.config import ExperimentConfig, split_method
 from delia.experiments.stages import resolve, sha256_file
+from delia.mixing.schedule import diverse_count
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Run:
     method: str
     axes: dict[str, Any]
     steps: dict[str, Step]
+    options: dict[str, Any] = field(default_factory=dict)  # the method's checked options (for config.yaml)
 
     @property
     def id(self) -> str:
@@ -57,12 +59,18 @@ class Run:
 
 
 class Ctx:
-    """What a recipe sees: the grid point (reading an axis records that the method varies along it) and
-    helpers that create the stage steps."""
+    """What a recipe sees: the grid point (reading an axis records that the method varies along it), the
+    method's typed options, and helpers that create the stage steps.
+
+    `method` may name a training recipe (`delia@paper`): every training step then applies that entry of the
+    experiment's `recipes:` on top of `train:`; plain names train with `train:` alone (and keep their hashes).
+    """
 
     def __init__(self, exp: ExperimentConfig, method: str, size: int, ratio: float, seed: int,
-                 pool: dict[str, Step]) -> None:
+                 pool: dict[str, Step], options: Any = None) -> None:
         self.exp, self.method, self._pool = exp, method, pool
+        self.base, self.recipe = split_method(method)
+        self.options = options  # the method's options dataclass (delia.methods.options)
         self._axes = {"size": size, "ratio": ratio, "seed": seed}
         self.used: set[str] = set()
 
@@ -83,9 +91,18 @@ class Ctx:
     def seed(self) -> int:
         return self._axis("seed")
 
-    def option(self, name: str, default: Any) -> Any:
-        """A per-method option from the experiment's `methods:` block."""
-        return self.exp.methods.get(self.method, {}).get(name, default)
+    def train_fields(self) -> dict[str, Any]:
+        """The experiment's `train:` fields with this method's training recipe (if any) on top."""
+        if self.recipe is None:
+            return dict(self.exp.train)
+        return merge(self.exp.train, self.exp.recipes[self.recipe])
+
+    def train_config(self):
+        """The resolved TrainConfig a training step of this method starts from (defaults filled in)."""
+        from delia.training.config import TrainConfig
+
+        return from_dict(TrainConfig, {**self.train_fields(), "model": self.exp.model, "seed": self.seed},
+                         where=f"recipes.{self.recipe}" if self.recipe else "train")
 
     # -- steps
     def step(self, kind: str, config: dict[str, Any], inputs: dict[str, Step] | None = None,
@@ -111,7 +128,15 @@ class Ctx:
         return self.step("subset", cfg, fingerprint={"sha256": _digest(path)}, volatile={"path": path})
 
     def diverse(self, n_rows: int) -> Step:
-        """Self-sampled answers to the first queries, enough for `n_rows` usable rows."""
+        """Self-sampled answers to the first queries, enough for `n_rows` usable rows.
+
+        `sample_margin` extra queries are sampled up front; when the build's exclusions (empty answers, answers
+        cut at the sampling budget) still leave fewer than `n_rows` usable rows, the slice samples more queries
+        itself (a top-up) and keeps the shortest prefix that has enough. Neither the need nor the top-up is part
+        of the slice's hash: a slice that had enough rows keeps its key and its output.
+        """
+        from delia.mixing.config import BuildConfig
+
         path = self.exp.data.queries
         volatile: dict[str, Any] = {"limit": 1, "queries": path}
         if self.exp.threads:
@@ -119,15 +144,19 @@ class Ctx:
         sample = self.step("sample", {**self.exp.sample, "model": self.exp.model},
                            fingerprint={"sha256": _digest(path)}, volatile=volatile)
         n_queries = n_rows + math.ceil(n_rows * self.exp.sample_margin) + 2
+        build = from_dict(BuildConfig, {**self.exp.build, "downstream": "-", "out": "-"}, where="build")
+        # With allow_repeat a short slice builds (with repeats): topping it up would change a valid output.
+        top_up = {} if build.allow_repeat else {"need": n_rows, "exclude_truncated": build.exclude_truncated,
+                                                  "sample": sample.run_config}
         return self.step("slice", {"n_queries": n_queries}, {"cache": sample},
-                         fingerprint={"sha256": _digest(path)}, volatile={"queries": path})
+                         fingerprint={"sha256": _digest(path)}, volatile={"queries": path, **top_up})
 
     def build(self, ratio: float, seed: int | None = None, **fields: Any) -> Step:
         """A training set: the downstream rows (instructions per `fields`) plus ratio x size diverse rows."""
         down = self.downstream()
         inputs = {"downstream": down}
         if ratio > 0:
-            inputs["diverse"] = self.diverse(math.floor(ratio * self.size))
+            inputs["diverse"] = self.diverse(diverse_count(ratio, self.size)[0])  # the builder's own count
         token = {"token": ""} if self.exp.data.task == "translation" else {}  # no special token in translation
         fixed = "fixed_instruction" in fields  # a fixed instruction replaces any variants file
         shared = {k: v for k, v in self.exp.build.items() if not (fixed and k == "instructions")}
@@ -141,20 +170,29 @@ class Ctx:
 
     def train(self, data: Step, init: Step | None = None, **fields: Any) -> Step:
         """LoRA SFT on `data` (a build or transform step); `init` continues an earlier run's adapter."""
-        cfg = merge({**self.exp.train, "model": self.exp.model, "seed": self.seed, **self._threads()}, fields)
+        cfg = merge({**self.train_fields(), "model": self.exp.model, "seed": self.seed, **self._threads()}, fields)
         return self.step("train", cfg, {"data": data, **({"init": init} if init else {})})
 
-    def evaluate(self, adapter: Step | None = None, **fields: Any) -> dict[str, Step]:
-        """The test evaluation (generation) and, when the task has gold replies, the loss evaluation."""
+    def evaluate(self, adapter: Step | None = None, seen: Step | None = None, **fields: Any) -> dict[str, Step]:
+        """The test evaluation (generation) and, when the task has gold replies, the loss evaluation.
+
+        Args:
+            adapter: the training step to evaluate (None: the base model).
+            seen: a step whose data.jsonl holds the rows whose instructions are this run's "seen" phrasings
+                (halu); default: the training rows of the smallest size, shared by every method.
+            fields: EvalConfig fields on top of the experiment's `eval:`.
+        """
         d = self.exp.data
         inputs = {"adapter": adapter} if adapter else {}
         base = {"task": d.task, "model": self.exp.model, **self._threads()}
         test = merge(merge(base, self.exp.eval), fields)
         files = _instruction_files(test)  # named by content (fingerprint), not by path
-        if d.task == "halu" and "seen_file" not in self.exp.eval.get("halu", {}):
+        if d.task == "halu" and seen is not None:
+            test_inputs = {**inputs, "seen": seen}
+        elif d.task == "halu" and "seen_file" not in self.exp.eval.get("halu", {}):
             # "seen" phrasings = those of the smallest training size, so they were seen by every trained model
             # (at any size) and every method is scored on the same prompts
-            sizes = [*self.exp.grid.sizes, *(n for o in self.exp.methods.values() for n in o.get("sizes", []))]
+            sizes = [*self.exp.grid.sizes, *(n for o in self.exp.methods.values() for n in o.get("sizes") or [])]
             test_inputs = {**inputs, "seen": self.subset(d.train, min(sizes))}
         else:
             test_inputs = dict(inputs)
@@ -253,6 +291,30 @@ def _check_drift(steps: list[Step]) -> None:
 
 
 AXES = ("sizes", "ratios", "seeds")  # per-method option keys that restrict the grid for that method
+
+
+def method_options(exp: ExperimentConfig, method: str, cls: type) -> Any:
+    """The method's options dataclass from the `methods:` block (a variant `m@r` reads `m`'s, then its own).
+
+    Raises ConfigError naming `methods.NAME.KEY` (with the close matches) for an option the method lacks.
+    """
+    base, _ = split_method(method)
+    given = merge(exp.methods.get(base, {}), exp.methods.get(method, {})) if base != method else \
+        exp.methods.get(method, {})
+    try:
+        return from_dict(cls, given, where=f"methods.{method}")
+    except (ConfigError, ValueError) as e:
+        raise ConfigError(f"methods.{method}: {e}" if "methods." not in str(e) else str(e)) from None
+
+
+def _check_recipe(exp: ExperimentConfig, name: str) -> None:
+    """A training recipe must make a valid TrainConfig on top of `train:` (unknown keys suggest close ones)."""
+    from delia.training.config import TrainConfig
+
+    try:
+        from_dict(TrainConfig, merge(exp.train, exp.recipes[name]), where=f"recipes.{name}")
+    except (ConfigError, ValueError) as e:
+        raise ConfigError(f"recipes.{name}: {e}" if "recipes." not in str(e) else str(e)) from None
 _DIGESTS: dict[str, str] = {}
 
 
@@ -285,15 +347,21 @@ def expand(exp: ExperimentConfig) -> Plan:
     runs: dict[tuple, Run] = {}
     g = exp.grid
     for method in g.methods:
-        recipe = METHODS.get(method)
-        grid = {a: exp.methods.get(method, {}).get(a, getattr(g, a)) for a in AXES}  # per-method restriction
+        base, recipe_name = split_method(method)
+        recipe = METHODS.get(base)
+        options = method_options(exp, method, recipe.options)
+        if recipe_name is not None:
+            _check_recipe(exp, recipe_name)
+        grid = {a: getattr(options, a) if getattr(options, a) is not None else getattr(g, a)
+                for a in AXES}  # per-method restriction
         for size in grid["sizes"]:
             for ratio in grid["ratios"]:
                 for seed in grid["seeds"]:
-                    ctx = Ctx(exp, method, size, ratio, seed, pool)
+                    ctx = Ctx(exp, method, size, ratio, seed, pool, options)
                     steps = recipe(ctx)
                     axes = {a: ctx._axes[a] for a in ("size", "ratio", "seed") if a in ctx.used}
-                    runs.setdefault((method, tuple(sorted(axes.items()))), Run(method, axes, steps))
+                    shown = {k: v for k, v in to_dict(options).items() if v is not None}
+                    runs.setdefault((method, tuple(sorted(axes.items()))), Run(method, axes, steps, shown))
     ordered: list[Step] = []
     seen: set[str] = set()
 

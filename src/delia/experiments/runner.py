@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from delia.config import to_dict
+from delia.experiments.config import split_method
 from delia.experiments.plan import Plan, Step
 from delia.experiments.results import collect
 from delia.experiments.stages import run_step
@@ -43,6 +44,13 @@ def step_done(step: Step, root: Path) -> bool:
         return False
     if step.kind == "sample":
         return json.loads(done.read_text()).get("limit", 0) >= step.volatile.get("limit", 0)
+    if step.kind == "slice":
+        # A topped-up slice depends on the build's exclusion rule, which is not in its key: redo it under another
+        # rule (or under allow_repeat, which takes no top-up), so its content is always the same for the same rule.
+        s = json.loads(done.read_text()).get("summary") or {}
+        if s.get("topped_up") and (s.get("need"), s.get("exclude_truncated")) != (
+                step.volatile.get("need"), step.volatile.get("exclude_truncated")):
+            return False
     return True
 
 
@@ -138,7 +146,8 @@ def write_results(plan: Plan, git: dict[str, Any], bad: set[str] = frozenset()) 
         run_dir = root / "runs" / run.id
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(
-            {"method": run.method, "axes": run.axes, "git": git, "method_options": plan.exp.methods.get(run.method, {}),
+            {"method": run.method, "axes": run.axes, "git": git, "method_options": run.options,
+             **({"train_recipe": plan.exp.recipes[recipe]} if (recipe := split_method(run.method)[1]) else {}),
              "steps": {n: step_record(s) for n, s in run.steps.items()}}, sort_keys=False))
         (run_dir / "metrics.json").write_text(json.dumps(row, indent=2) + "\n")
         results.append(row)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +69,8 @@ SPECS: dict[str, StageSpec] = {
                         volatile=("limit", "engine_options", "queries")),
     # data paths are passed, not hashed: these steps are named by their input files' content (fingerprint)
     "subset": StageSpec(None, {}, volatile=("path",)),
-    "slice": StageSpec(None, {}, volatile=("queries",)),
+    # need / exclude_truncated / sample drive the top-up of a short slice: not what a slice is named by
+    "slice": StageSpec(None, {}, volatile=("queries", "need", "exclude_truncated", "sample")),
     "build": StageSpec(_build_cls, {"downstream": "downstream/data.jsonl", "diverse": "diverse/cache.jsonl",
                                     "out": "@out"}),
     "transform": StageSpec(None, {}),
@@ -186,30 +189,92 @@ def _run_subset(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> d
     return {"rows": n}
 
 
+TOP_UP_LIMIT = 4  # a slice samples at most this many times the queries planned for it
+
+
 def _run_slice(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     """The cache rows answering the first `n_queries` queries, in query order.
 
     Builds read a slice, not the whole cache, so growing the shared cache for a larger ratio elsewhere in
-    the grid leaves every existing build (and the trainings after it) valid.
+    the grid leaves every existing build (and the trainings after it) valid. When the build's exclusions (empty
+    answers, answers cut at the sampling budget) leave fewer than `need` usable rows, the slice samples more
+    queries into the shared cache and keeps the shortest prefix that holds `need` usable rows (a top-up);
+    a slice with enough rows is exactly the first `n_queries` answers, as before.
     """
     from delia.sampling import load_queries
 
-    wanted = [q.id for q in load_queries(config["queries"], config["n_queries"])]
-    rank = {qid: i for i, qid in enumerate(wanted)}
+    cache = inputs["cache"] / "cache.jsonl"
+    ids = [q.id for q in load_queries(config["queries"])]
+    rule = bool(config.get("exclude_truncated", True))
+    n = min(int(config["n_queries"]), len(ids))
+    rows, reason = _read_answers(cache, set(ids), rule)
+    missing = sum(i not in rows for i in ids[:n])
+    if missing:
+        raise RuntimeError(f"{cache} lacks answers to {missing} of the first {n} queries; rerun the "
+                           f"experiment to sample them")
+    need = config.get("need")
+    m = n
+    cap = min(len(ids), TOP_UP_LIMIT * n)  # past that, the budget (not the margin) is what is wrong
+    while need is not None and _usable(ids[:m], rows, reason)[-1] < need:
+        have = _usable(ids[:m], rows, reason)[-1]
+        if m >= cap or "sample" not in config:
+            excl = Counter(reason[i] for i in ids[:m] if reason.get(i))
+            raise RuntimeError(
+                f"{cache}: the answers to the first {m} queries of {config['queries']} hold {have} usable rows "
+                f"({', '.join(f'{c} {r}' for r, c in excl.items()) or 'none excluded'}), but a build needs "
+                f"{need} (a top-up samples at most {TOP_UP_LIMIT}x the {n} planned queries); raise "
+                f"`sample_margin`, use a larger queries file, raise sample.max_new_tokens (fewer answers cut) or "
+                f"set build.exclude_truncated: false")
+        # grow by the usable rate seen so far, with 10% to spare, so one or two rounds suffice
+        m = min(cap, m + math.ceil((need - have) * m / max(have, 1) * 1.1) + 2)
+        if any(i not in rows for i in ids[:m]):
+            log.warning("slice: %d usable rows among the first %d answers, %d needed: sampling up to %d queries "
+                        "(a larger sample_margin avoids this top-up)", have, n, need, m)
+            RUNNERS["sample"]({**config["sample"], "limit": m}, {}, inputs["cache"])
+            rows, reason = _read_answers(cache, set(ids), rule)
+            if any(i not in rows for i in ids[:m]):
+                raise RuntimeError(f"{cache}: the top-up to {m} queries left some unanswered; rerun the experiment")
+    if m > n:  # the shortest prefix with `need` usable rows: the same output however the cache was grown
+        counts = _usable(ids[:m], rows, reason)
+        n = next(k for k in range(n, m + 1) if counts[k] >= need)
+    (out / "cache.jsonl").write_text("".join(rows[q] for q in ids[:n]), encoding="utf-8")
+    summary: dict[str, Any] = {"rows": n, "usable": _usable(ids[:n], rows, reason)[-1]}
+    if n > int(config["n_queries"]):  # what the top-up depended on (runner.step_done redoes it when that changes)
+        summary.update(topped_up=n - int(config["n_queries"]), need=need, exclude_truncated=rule)
+    return summary
+
+
+def _read_answers(cache: Path, wanted: set[str], exclude_truncated: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """(id -> its cache line, id -> why the build excludes it) for the wanted ids, first answer of each."""
+    from delia.mixing.cache import exclusion_reason
+
     rows: dict[str, str] = {}
-    with open(inputs["cache"] / "cache.jsonl", encoding="utf-8") as f:
+    reason: dict[str, str] = {}
+    with open(cache, encoding="utf-8") as f:
         for line in f:
             if not line.strip():
                 continue
             row = json.loads(line)
-            if row.get("id") in rank:
-                rows.setdefault(row["id"], line if line.endswith("\n") else line + "\n")
-    missing = len(wanted) - len(rows)
-    if missing:
-        raise RuntimeError(f"{inputs['cache']}/cache.jsonl lacks answers to {missing} of the first "
-                           f"{len(wanted)} queries; rerun the experiment to sample them")
-    (out / "cache.jsonl").write_text("".join(rows[q] for q in sorted(rows, key=rank.get)), encoding="utf-8")
-    return {"rows": len(rows)}
+            qid = row.get("id")
+            if qid not in wanted or qid in rows:
+                continue
+            rows[qid] = line if line.endswith("\n") else line + "\n"
+            try:
+                meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
+                why = exclusion_reason(row["messages"][-1]["content"], meta, exclude_truncated)
+            except (KeyError, IndexError, TypeError, AttributeError):
+                why = None  # malformed: the build reports it with its line
+            if why:
+                reason[qid] = why
+    return rows, reason
+
+
+def _usable(ids: list[str], rows: dict[str, str], reason: dict[str, str]) -> list[int]:
+    """Prefix counts: element k is the number of usable answers among ids[:k] (k = 0..len(ids))."""
+    counts = [0]
+    for i in ids:
+        counts.append(counts[-1] + (i in rows and i not in reason))
+    return counts
 
 
 def _run_build(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:

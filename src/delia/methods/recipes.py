@@ -1,15 +1,32 @@
-"""Every baseline and ablation as a recipe over the stages (baselines.md). A recipe reads the grid point it
-needs from `ctx` (size, ratio, seed) and returns its named steps; it never copies a stage."""
+"""Every baseline, ablation and control as a recipe over the stages (baselines.md). A recipe reads the grid
+point it needs from `ctx` (size, ratio, seed) and its typed options (`ctx.options`, declared with the recipe in
+`delia.methods.options`) and returns its named steps; it never copies a stage."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from delia.config import ConfigError
 from delia.experiments.plan import Ctx, Step
 from delia.methods.facts import D_SEP
+from delia.methods.options import (CtgOptions, DipmtOptions, DmtOptions, FactOptions, IclOptions, MethodOptions,
+                                   NeftuneOptions, TokenSeedOptions, summary)
 from delia.registry import registry
 
 METHODS = registry("method")
 Steps = dict[str, Step]
+Recipe = Callable[[Ctx], Steps]
+
+
+def method(name: str, help: str, options: type[MethodOptions] = MethodOptions) -> Callable[[Recipe], Recipe]:
+    """Register a recipe under `name` with its options dataclass (shown by `delia ls methods`)."""
+
+    def deco(fn: Recipe) -> Recipe:
+        fn.options = options  # type: ignore[attr-defined]
+        METHODS.add(name, fn, help=help + summary(options))
+        return fn
+
+    return deco
 
 # Mean-embedding init averages the description's tokens without the token itself (baselines.md §3).
 D_SEP_TEXT = D_SEP.replace("<sep> ", "", 1)
@@ -32,74 +49,94 @@ def _needs(ctx: Ctx, method: str, stage: str, field: str, why: str) -> None:
                           f"of delia's {stage} stage does not have yet; remove {method!r} from grid.methods")
 
 
-@METHODS.register("original", help="the base model as is, untrained (<sep> stays plain text)")
+@method("original", help="the base model as is, untrained (<sep> stays plain text)")
 def original(ctx: Ctx) -> Steps:
     return ctx.evaluate(None, halu={"token_init": "none"})
 
 
-@METHODS.register("random_init", help="base model + <sep> with a seeded N(0, initializer_range^2) row; untrained")
+@method("random_init", help="base model + <sep> with a seeded N(0, initializer_range^2) row; untrained",
+        options=TokenSeedOptions)
 def random_init(ctx: Ctx) -> Steps:
     _halu(ctx, "random_init")
-    return ctx.evaluate(None, halu={"token_init": "random", "token_seed": ctx.option("token_seed", 2024)})
+    return ctx.evaluate(None, halu={"token_init": "random", "token_seed": ctx.options.token_seed})
 
 
-@METHODS.register("mean_init", help="base model + <sep> = mean embedding of the format description; untrained")
+@method("mean_init", help="base model + <sep> = mean embedding of the format description; untrained")
 def mean_init(ctx: Ctx) -> Steps:
     _halu(ctx, "mean_init")
     return ctx.evaluate(None, halu={"token_init": "mean", "token_description": D_SEP_TEXT})
 
 
-@METHODS.register("icl", help="k demonstrations from the training rows as earlier chat turns; untrained")
+@method("icl", help="k demonstrations from the training rows as earlier chat turns; untrained", options=IclOptions)
 def icl(ctx: Ctx) -> Steps:
     _needs(ctx, "icl", "eval", "prompt_hook", "the k-shot demonstrations put before each prompt")
-    return ctx.evaluate(None, prompt_hook="icl", hook_options={"path": ctx.exp.data.train, "k": ctx.option("k", 2),
+    return ctx.evaluate(None, prompt_hook="icl", hook_options={"path": ctx.exp.data.train, "k": ctx.options.k,
                                                                 "seed": 0})
 
 
-@METHODS.register("cit", help="common instruction tuning: LoRA SFT on the downstream rows only (DELIA at ratio 0)")
+@method("cit", help="common instruction tuning: LoRA SFT on the downstream rows only (DELIA at ratio 0); the "
+                   "same epochs over the same rows as DELIA, so the equal downstream-exposure control")
 def cit(ctx: Ctx) -> Steps:
     return ctx.evaluate(ctx.train(ctx.build(ratio=0)))
 
 
-@METHODS.register("fact_based", help="CIT data + n_q Q&A rows per fact of the <sep> description (Mecklenburg)")
+@method("cit_steps", help="control: CIT trained for exactly as many optimizer steps (of the same batch size) as "
+                          "DELIA at the same size, ratio, seed and recipe")
+def cit_steps(ctx: Ctx) -> Steps:
+    from delia.mixing.schedule import diverse_count
+    from delia.training.config import effective_batch, optimizer_steps
+
+    rows = ctx.size + diverse_count(ctx.ratio, ctx.size)[0]  # the rows of DELIA's build, by the builder's count
+    if rows == ctx.size:  # no diverse rows: DELIA is CIT, and so is this control (the same steps)
+        return cit(ctx)
+    train = ctx.train_config()
+    # The batch is DELIA's too: equal steps of equal size (without it CIT's default batch would be 16, not 64).
+    return ctx.evaluate(ctx.train(ctx.build(ratio=0), max_steps=optimizer_steps(train, rows),
+                                  batch_size=effective_batch(rows, train.batch_size)))
+
+
+@method("fact_based", help="CIT data + n_q Q&A rows per fact of the <sep> description (Mecklenburg)",
+        options=FactOptions)
 def fact_based(ctx: Ctx) -> Steps:
     _halu(ctx, "fact_based")
-    data = ctx.transform("fact_qa", {"data": ctx.build(ratio=0)}, n_q=ctx.option("n_q", 10), seed=ctx.seed)
+    data = ctx.transform("fact_qa", {"data": ctx.build(ratio=0)}, n_q=ctx.options.n_q, seed=ctx.seed)
     return ctx.evaluate(ctx.train(data))
 
 
-@METHODS.register("dmt", help="two-stage DMT: task rows, then the same adapter on diverse + k x |D| task rows")
+@method("dmt", help="two-stage DMT: task rows, then the same adapter on diverse + k x |D| task rows",
+        options=DmtOptions)
 def dmt(ctx: Ctx) -> Steps:
     _needs(ctx, "dmt", "train", "init_adapter", "stage 2 continues stage 1's adapter")
     stage1 = ctx.train(ctx.build(ratio=0))
-    mix = ctx.transform("dmt_stage2", {"data": ctx.build(ratio=ctx.ratio)}, k=ctx.option("k", 1 / 256),
+    mix = ctx.transform("dmt_stage2", {"data": ctx.build(ratio=ctx.ratio)}, k=ctx.options.k,
                         seed=ctx.seed)
     return ctx.evaluate(ctx.train(mix, init=stage1))
 
 
-@METHODS.register("ctg", help="controlled generation by language-model arithmetic: (1+l) M_desc - l M_task")
+@method("ctg", help="controlled generation by language-model arithmetic: (1+l) M_desc - l M_task",
+        options=CtgOptions)
 def ctg(ctx: Ctx) -> Steps:
     _halu(ctx, "ctg")
     _needs(ctx, "ctg", "eval", "decoder", "the language-model arithmetic decoder")
-    return ctx.evaluate(None, decoder="arithmetic", hook_options={"lam": ctx.option("lam", 1.0), "system": D_SEP})
+    return ctx.evaluate(None, decoder="arithmetic", hook_options={"lam": ctx.options.lam, "system": D_SEP})
 
 
-@METHODS.register("dipmt", help="DiPMT: dictionary hints from an induced lexicon + 3 demonstrations (translation)")
+@method("dipmt", help="DiPMT: dictionary hints from an induced lexicon + 3 demonstrations (translation)",
+        options=DipmtOptions)
 def dipmt(ctx: Ctx) -> Steps:
     if ctx.exp.data.task != "translation":
         raise ConfigError("method 'dipmt' is defined for the translation task only")
     _needs(ctx, "dipmt", "eval", "prompt_hook", "the DiPMT prompt with demonstrations and hints")
-    return ctx.evaluate(None, prompt_hook="dipmt", hook_options={"path": ctx.exp.data.train, "k": ctx.option("k", 3),
+    return ctx.evaluate(None, prompt_hook="dipmt", hook_options={"path": ctx.exp.data.train, "k": ctx.options.k,
                                                                   "seed": 0})
 
 
-@METHODS.register("neftune", help="CIT with NEFTune embedding noise alpha/sqrt(L d) in training only")
+@method("neftune", help="CIT with NEFTune embedding noise alpha/sqrt(L d) in training only", options=NeftuneOptions)
 def neftune(ctx: Ctx) -> Steps:
-    alpha = ctx.option("alpha", 5.0)
-    return ctx.evaluate(ctx.train(ctx.build(ratio=0), trl={"neftune_noise_alpha": alpha}))
+    return ctx.evaluate(ctx.train(ctx.build(ratio=0), trl={"neftune_noise_alpha": ctx.options.alpha}))
 
 
-@METHODS.register("delia", help="DELIA: diversified downstream rows + ratio x |D| self-sampled diverse rows")
+@method("delia", help="DELIA: diversified downstream rows + ratio x |D| self-sampled diverse rows")
 def delia(ctx: Ctx) -> Steps:
     return ctx.evaluate(ctx.train(ctx.build(ratio=ctx.ratio)))
 
@@ -108,22 +145,28 @@ def delia(ctx: Ctx) -> Steps:
 # planner shares their work; they are registered under their own names so the table reads like the paper's.
 
 
-@METHODS.register("w_all", help="ablation: diversified downstream + diverse data (= DELIA)")
+@method("w_all", help="ablation: diversified downstream + diverse data (= DELIA)")
 def w_all(ctx: Ctx) -> Steps:
     return delia(ctx)
 
 
-@METHODS.register("wo_diverse", help="ablation: without extensive diverse data (= CIT)")
+@method("wo_diverse", help="ablation: without extensive diverse data (= CIT)")
 def wo_diverse(ctx: Ctx) -> Steps:
     return cit(ctx)
 
 
-@METHODS.register("wo_diversified", help="ablation: one fixed instruction (row 1's) + diverse data")
+def _fixed_seen(ctx: Ctx) -> Step | None:
+    """A fixed-instruction run's "seen" phrasing is the one it trained on: training row 1's instruction (what
+    `fixed_instruction: "@first"` takes), so its seen set is that row alone, not the other runs' phrasings."""
+    return ctx.subset(ctx.exp.data.train, 1) if ctx.exp.data.task == "halu" else None
+
+
+@method("wo_diversified", help="ablation: one fixed instruction (row 1's) + diverse data; scored 'seen' on it")
 def wo_diversified(ctx: Ctx) -> Steps:
-    return ctx.evaluate(ctx.train(ctx.build(ratio=ctx.ratio, fixed_instruction="@first")))
+    return ctx.evaluate(ctx.train(ctx.build(ratio=ctx.ratio, fixed_instruction="@first")), seen=_fixed_seen(ctx))
 
 
-@METHODS.register("wo_all", help="ablation: one fixed instruction, no diverse data")
+@method("wo_all", help="ablation: one fixed instruction, no diverse data; scored 'seen' on it")
 def wo_all(ctx: Ctx) -> Steps:
-    return ctx.evaluate(ctx.train(ctx.build(ratio=0, fixed_instruction="@first")))
+    return ctx.evaluate(ctx.train(ctx.build(ratio=0, fixed_instruction="@first")), seen=_fixed_seen(ctx))
 

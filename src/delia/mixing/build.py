@@ -145,7 +145,7 @@ def build(cfg: BuildConfig, tokenizer=None) -> dict[str, Any]:
                          "template": cfg.template},
         "inputs": _inputs(cfg, records, scan),
         "excluded": {"total": len(excluded), "by_reason": dict(Counter(e["reason"] for e in excluded)),
-                     "file": "excluded.jsonl"},
+                     "exclude_truncated": cfg.exclude_truncated, "file": "excluded.jsonl"},
         "token_check": token_check,
         "warnings": warnings,
         "outputs": {"train.jsonl": {"rows": len(sequence), "sha256": digest.hexdigest()}},
@@ -180,7 +180,9 @@ def _inputs(cfg: BuildConfig, records: list, scan: CacheScan | None) -> dict[str
                                              "rows": len(records)}}
     if scan:
         inputs["diverse"] = {"path": cfg.diverse, "sha256": scan.sha256, "rows": scan.rows, "usable": scan.usable,
-                             "truncated_kept": scan.truncated, "models": dict(sorted(scan.models.items()))}
+                             "truncated_kept": scan.truncated, "models": dict(sorted(scan.models.items())),
+                             # rows per sampling budget: an answer cut at it ends mid-sentence
+                             "max_new_tokens": dict(sorted(scan.budgets.items()))}
     if cfg.instructions:
         inputs["instructions"] = {"path": cfg.instructions, "sha256": sha256_file(cfg.instructions)}
     return inputs

@@ -26,6 +26,7 @@ class CacheScan:
         models: rows per `meta.model` (to spot a cache that mixes models).
         truncated: usable rows whose `meta.finish_reason` is 'length'.
         with_token: usable rows whose text contains the special token (diverse data normally should not).
+        budgets: rows per sampling budget (`meta.params.max_new_tokens`; '?' when a row does not say).
     """
 
     path: str
@@ -36,10 +37,33 @@ class CacheScan:
     models: Counter = field(default_factory=Counter)
     truncated: int = 0
     with_token: int = 0
+    budgets: Counter = field(default_factory=Counter)
 
     @property
     def usable(self) -> int:
         return len(self.offsets)
+
+
+def exclusion_reason(response: str, meta: dict[str, Any], exclude_truncated: bool) -> str | None:
+    """Why the builder leaves a cache row out (None: usable). One rule, shared with the experiment's slice step.
+
+    Args:
+        response: the assistant reply.
+        meta: the row's `meta` ({} when absent).
+        exclude_truncated: whether an answer cut at the sampling budget (finish_reason 'length') is excluded.
+    """
+    if not response.strip():
+        return "empty response"
+    if exclude_truncated and meta.get("finish_reason") == "length":
+        return "truncated (finish_reason=length)"
+    return None
+
+
+def sampling_budget(meta: dict[str, Any]) -> str:
+    """The row's sampling budget (`meta.params.max_new_tokens`) as a manifest key; '?' when unrecorded."""
+    params = meta.get("params") if isinstance(meta.get("params"), dict) else {}
+    budget = params.get("max_new_tokens")
+    return str(budget) if isinstance(budget, int) and not isinstance(budget, bool) else "?"
 
 
 def scan_cache(path: str | Path, token: str = "", exclude_truncated: bool = False) -> CacheScan:
@@ -91,11 +115,8 @@ def scan_cache(path: str | Path, token: str = "", exclude_truncated: bool = Fals
                 problems.append(Problem(str(path), lineno, "last turn must be the assistant response", "messages"))
                 continue
             meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
-            reason = None
-            if not rec.response.strip():
-                reason = "empty response"
-            elif exclude_truncated and meta.get("finish_reason") == "length":
-                reason = "truncated (finish_reason=length)"
+            scan.budgets[sampling_budget(meta)] += 1
+            reason = exclusion_reason(rec.response, meta, exclude_truncated)
             if reason:
                 scan.excluded.append({"file": str(path), "line": lineno, "id": rec.id, "reason": reason})
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,8 @@ class TrainConfig:
     # micro-batches run faster on CPU is not settled (docs/RESULTS.md). GPUs want more (configs/train_gpu.yaml).
     micro_batch_size: int = opt(2, help="Average rows per forward pass per process (memory vs speed).")
     max_length: int = opt(1024, help="Tokens per row; longer rows are truncated (counted and reported).")
-    max_steps: int = opt(-1, help="Stop after this many optimizer steps (smoke runs); -1 = run all epochs.")
+    max_steps: int = opt(-1, help="Train exactly this many optimizer steps (smoke runs; the equal-steps control), "
+                                  "repeating the data as needed and ignoring epochs; -1 = run all epochs.")
     seed: int = opt(42, help="Seed for shuffling, dropout and the Trainer.")
 
     # speed
@@ -100,3 +102,17 @@ class TrainConfig:
                  "gradient_accumulation_steps", "max_length"} & set(self.trl)
         if clash:
             raise ConfigError(f"trl: {sorted(clash)} are TrainConfig fields; set them there, not under trl")
+
+
+def effective_batch(n_rows: int, batch_size: int | None) -> int:
+    """Rows per optimizer step: `batch_size`, else the paper's rule (64, or 16 when the data has < 256 rows)."""
+    return batch_size or (64 if n_rows >= 256 else 16)
+
+
+def optimizer_steps(cfg: TrainConfig, n_rows: int) -> int:
+    """Optimizer steps a run of `cfg` on `n_rows` rows takes: `max_steps` when set, else
+    ceil(epochs x ceil(rows / effective batch)), the Trainer's own count (the last batch of an epoch may be short;
+    packed batching packs rows, so it takes fewer)."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    return math.ceil(cfg.epochs * math.ceil(n_rows / effective_batch(n_rows, cfg.batch_size)))

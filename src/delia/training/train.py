@@ -27,7 +27,7 @@ import torch
 from delia.config import ConfigError, config_hash, save_config, to_dict
 from delia.precision import SHORT, Precision, write_recorded
 from delia.training.artifacts import LOG_FILE, ROWS_FILE, RUN_FILE, RunError, continue_from, save_new_rows, write_json
-from delia.training.config import TrainConfig
+from delia.training.config import TrainConfig, effective_batch
 from delia.training.data import manifest_special_tokens, padding_fraction, prepare_rows, read_training_records
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def resolve_batch(n_rows: int, cfg: TrainConfig, world_size: int = 1) -> tuple[i
 
     The paper's rule: 64 rows per optimizer step, 16 when the data has fewer than 256 rows.
     """
-    effective = cfg.batch_size or (64 if n_rows >= 256 else 16)
+    effective = effective_batch(n_rows, cfg.batch_size)
     micro = max(1, min(cfg.micro_batch_size, effective // world_size))
     if effective % (micro * world_size):
         raise ConfigError(f"batch_size {effective} is not a multiple of micro_batch_size {micro} x "
