@@ -23,7 +23,8 @@ def test_report_from_saved_results(make_exp, fake_stages, tmp_path):
     assert "| cit | – | 2 | 50.0 [" in text
     # the verdict opens the report: generated from the paired comparisons, and the budget cells named
     assert text.index("## Verdict") < text.index("## Main results")
-    assert "- **delia (ratio 2) vs cit** on unseen phrasings: task-valid +0.0 points [+0.0, +0.0], not significant" in text
+    assert ("- **delia (ratio 2) vs cit** on unseen phrasings: task-valid +0.0 points [+0.0, +0.0], not significant"
+            in text)
     assert "- **delia (ratio 2) vs original** on seen phrasings: task-valid +50.0 points [" in text
     assert "more than 2% of cases for original / seen (100.0%)" in text
     # label accuracy beside the majority class (gold 'no' on 7 of 10 examples)

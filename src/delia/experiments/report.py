@@ -263,8 +263,8 @@ def difference_figure(comps: list[compare.Comparison], figs: Path) -> tuple[str 
         ys = np.arange(len(cs))
         for y, c in zip(ys, cs):
             colour = "tab:red" if c.diff.significant else "tab:gray"
-            ax.errorbar(100 * c.diff.mean, y, xerr=[[100 * (c.diff.mean - c.diff.low)], [100 * (c.diff.high - c.diff.mean)]],
-                        fmt="o", color=colour, capsize=3)
+            err = [[100 * (c.diff.mean - c.diff.low)], [100 * (c.diff.high - c.diff.mean)]]
+            ax.errorbar(100 * c.diff.mean, y, xerr=err, fmt="o", color=colour, capsize=3)
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(ys, [f"{c.a.label} - {c.b.label} ({c.set})" for c in cs], fontsize=7)
         ax.invert_yaxis()

@@ -139,6 +139,7 @@ class Results:
         self.sizes = sorted({r["size"] for r in self.rows if r["size"] is not None})
         self.ratios = sorted({r["ratio"] for r in self.rows if r["ratio"] is not None})
         self._preds: dict[str, list[dict[str, Any]]] = {}
+        self._by_set: dict[tuple[str | None, str | None], list[dict[str, Any]]] = {}
 
     def pick(self, method: str, size: int | None = None, ratio: float | None = None) -> list[dict[str, Any]]:
         """The runs (one per seed) of `method` at a grid point; axes the method does not use match anything.
@@ -174,7 +175,13 @@ class Results:
         return self._preds[step]
 
     def set_rows(self, run: dict[str, Any], set_name: str) -> list[dict[str, Any]]:
-        return [p for p in self.predictions(run) if p.get("set") == set_name]
+        """The run's predictions in one instruction set (split once per evaluation step)."""
+        step = run["steps"].get("test")
+        if (step, None) not in self._by_set:
+            self._by_set[(step, None)] = []
+            for p in self.predictions(run):
+                self._by_set.setdefault((step, p.get("set")), []).append(p)
+        return self._by_set.get((step, set_name), [])
 
     def keyed(self, run: dict[str, Any], set_name: str, metric: str) -> dict[tuple[str, str], float]:
         """(example id, instruction id) -> 0/1 outcome of `metric` for one run and set."""

@@ -37,6 +37,12 @@ def majority(res: Results, runs: list[dict[str, Any]], s: str) -> float:
     return M.compute("majority_class", rows)
 
 
+def _nanmean(v: list[float]) -> float:
+    """Mean of the defined values (F1 is undefined on a seed with no gold or predicted positives)."""
+    v = [x for x in v if not math.isnan(x)]
+    return float(np.mean(v)) if v else math.nan
+
+
 def per_seed(res: Results, g: Group, s: str, metric: str) -> list[float]:
     """The metric on each seed's own rows of set `s`."""
     out = []
@@ -83,8 +89,7 @@ def label_table(res: Results, gs: list[Group], sets: list[str]) -> list[str]:
         for g in gs:
             if g.twin_of or not res.labelled(g.runs, s):
                 continue
-            mean = {m: np.nanmean(v) if v and not all(math.isnan(x) for x in v) else math.nan
-                    for m in ("label_f1", "label_recall", "label_macro_f1") for v in [per_seed(res, g, s, m)]}
+            mean = {m: _nanmean(per_seed(res, g, s, m)) for m in ("label_f1", "label_recall", "label_macro_f1")}
             rows.append([g.label, s, cell(interval(res, g.runs, s, "label_accuracy")), maj,
                          pct(mean["label_f1"]), pct(mean["label_recall"]), pct(mean["label_macro_f1"])])
     if not rows:
@@ -142,7 +147,8 @@ def seeds_table(res: Results, gs: list[Group], sets: list[str]) -> list[str]:
             for g in gs if not g.twin_of]
     if not any(g.seeds > 1 for g in gs):
         return []
-    return (["## Across seeds (%)", "", "Mean over seeds ± standard deviation (min–max) of each seed's own score.", ""] +
+    return (["## Across seeds (%)", "", "Mean over seeds ± standard deviation (min–max) of each seed's own score.",
+             ""] +
             md_table(["method", "seeds", *(f"{s} {n}" for s in sets for n in ("task-valid", "label acc"))], rows))
 
 
