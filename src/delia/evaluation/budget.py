@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from delia.config import ConfigError
+
 log = logging.getLogger(__name__)
 FLOOR = 256
 FACTOR = 2.0
@@ -41,8 +43,11 @@ def gold_replies(rows: list[Any], task: str, seen_file: str | None) -> tuple[lis
     by_example = {r.example_id: r.gold for r in rows if r.gold}
     if by_example:
         return list(by_example.values()), "gold replies of the evaluated examples"
-    if task == "halu" and seen_file and Path(seen_file).is_file():
-        replies = training_replies(seen_file)
+    if task == "halu" and seen_file:
+        try:  # read_records resolves the path (a missing file is not an error here: the floor applies)
+            replies = training_replies(seen_file)
+        except (FileNotFoundError, ConfigError):
+            replies = []
         if replies:
             return replies, f"assistant turns of {seen_file}"
     return [], "none found"

@@ -159,7 +159,7 @@ def comparison_table(comps: list[Comparison]) -> list[str]:
                     "seeds A / B"], rows))
 
 
-def verdict(res: Results, comps: list[Comparison], majority: dict[str, float], budget_cells: list[str]) -> list[str]:
+def verdict(comps: list[Comparison], majority: dict[str, float], budget_cells: list[str]) -> list[str]:
     """The report's opening paragraph, generated from the comparisons (never written by hand).
 
     Args:

@@ -45,7 +45,7 @@ def build_report(root: str | Path) -> Path:
     lines = [f"# Experiment report: `{root}`", "",
              f"{len(res.rows)} runs; methods {', '.join(res.methods)}; sizes {res.sizes or '–'}; "
              f"ratios {res.ratios or '–'}. Rebuilt from saved results only.", ""]
-    lines += compare.verdict(res, comps, majority, budget_cells) if sets else []
+    lines += compare.verdict(comps, majority, budget_cells) if sets else []
     for part in (tables.main_table(res, gs, sets), tables.label_table(res, gs, sets), fail_lines,
                  compare.comparison_table(comps), tables.seeds_table(res, gs, sets), table1(res), table2(res, sets),
                  table3(res), table4(res, sets), tables.robustness(res, gs), ratio_table(res)):
