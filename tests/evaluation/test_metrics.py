@@ -6,29 +6,51 @@ import pytest
 import sacrebleu
 
 from delia.evaluation import metrics as M
+from delia.evaluation.outcomes import outcome
 
 
-def halu(parsed, strict, pred, gold):
-    return {"parsed": parsed, "strict": strict, "pred_label": pred, "gold_label": gold}
+def halu(parsed, strict, pred, gold, finish="stop"):
+    """A saved prediction with its outcome fields, as `delia eval` writes it."""
+    p = {"parsed": parsed, "strict": strict, "pred_label": pred, "gold_label": gold, "finish_reason": finish,
+         "reason": None if parsed else "no '{' in the output"}
+    return {**p, **outcome(p)}
 
 
 ROWS = [
-    halu(True, True, "yes", "yes"),    # TP
-    halu(True, True, "no", "yes"),     # FN
-    halu(True, False, "yes", "no"),    # FP (extra keys, still parsed)
+    halu(True, True, "yes", "yes"),    # valid, TP
+    halu(True, True, "no", "yes"),     # valid, FN
+    halu(True, False, "yes", "yes"),   # extra keys: lenient-parsed, but not task-valid -> no label, FN
     halu(False, False, None, "yes"),   # unparsed: wrong, FN
-    halu(True, True, "no", "no"),      # TN
+    halu(True, True, "no", "no"),      # valid, TN for yes / TP for no
+    halu(True, True, None, "no"),      # exact keys, label 'maybe' (pred_label None): bad label
 ]
 
 
 def test_halu_metrics_by_hand():
-    assert M.compute("format_accuracy", ROWS) == pytest.approx(4 / 5)
-    assert M.compute("format_accuracy_strict", ROWS) == pytest.approx(3 / 5)
-    assert M.compute("label_accuracy", ROWS) == pytest.approx(2 / 5)
-    # TP=1, predicted yes=2, gold yes=3
-    assert M.compute("label_precision", ROWS) == pytest.approx(1 / 2)
-    assert M.compute("label_recall", ROWS) == pytest.approx(1 / 3)
-    assert M.compute("label_f1", ROWS) == pytest.approx(2 * 0.5 * (1 / 3) / (0.5 + 1 / 3))
+    assert M.compute("task_valid", ROWS) == pytest.approx(3 / 6)
+    assert M.compute("format_accuracy", ROWS) == pytest.approx(5 / 6)
+    assert M.compute("format_accuracy_strict", ROWS) == pytest.approx(4 / 6)
+    # right labels: rows 1 and 5 only; row 3's right label does not count (its keys are wrong)
+    assert M.compute("label_accuracy", ROWS) == pytest.approx(2 / 6)
+    # yes: TP=1, predicted yes=1, gold yes=4 -> P=1, R=1/4, F1=2/5
+    assert M.compute("label_precision", ROWS) == pytest.approx(1.0)
+    assert M.compute("label_recall", ROWS) == pytest.approx(1 / 4)
+    assert M.compute("label_f1", ROWS) == pytest.approx(2 / 5)
+    # no: TP=1, predicted no=2, gold no=2 -> F1 = 2/4
+    assert M.compute("label_f1_no", ROWS) == pytest.approx(1 / 2)
+    assert M.compute("label_macro_f1", ROWS) == pytest.approx((2 / 5 + 1 / 2) / 2)
+    # majority class: 4 of 6 gold labels are 'yes'
+    assert M.compute("majority_class", ROWS) == pytest.approx(4 / 6)
+
+
+def test_macro_f1_averages_the_classes_that_occur():
+    only_no = [halu(True, True, "no", "no"), halu(True, True, "no", "no"), halu(False, False, None, "no")]
+    # 'yes' occurs neither as gold nor as prediction: macro = F1(no) = 2*2 / (2 + 3)
+    assert M.compute("label_macro_f1", only_no) == pytest.approx(4 / 5)
+    assert math.isnan(M.compute("label_f1", only_no))
+    assert M.compute("majority_class", only_no) == 1.0
+    wrong_yes = only_no + [halu(True, True, "yes", "no")]  # a predicted 'yes' with no gold yes: F1(yes) = 0
+    assert M.compute("label_macro_f1", wrong_yes) == pytest.approx((0 + 2 * 2 / (2 + 4)) / 2)
 
 
 def test_undefined_values_are_nan():

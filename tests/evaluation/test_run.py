@@ -1,6 +1,7 @@
 """The eval stage end to end on the tiny model: canned generations (exact metrics) and real ones (smoke)."""
 
 import json
+import math
 
 import pytest
 import sacrebleu
@@ -11,13 +12,14 @@ from delia.evaluation.run import run_eval
 from delia.generation import Generation
 
 
-def fake_generate(reply):
+def fake_generate(reply, finish=lambda text: "stop"):
     """A stand-in for delia.generation.generate returning reply(prompt_text) per prompt, batch by batch."""
     calls = []
 
     def gen(model, tok, prompts, params, batch_size=16, stop_fn=None, on_batch=None):
         calls.append(len(prompts))
-        out = [Generation(reply(p[-1]["content"]), 10, 5, "stop") for p in prompts]
+        gen.params = params
+        out = [Generation(t, 10, 5, finish(t)) for t in (reply(p[-1]["content"]) for p in prompts)]
         for s in range(0, len(out), batch_size):
             if on_batch:
                 on_batch(list(range(s, min(s + batch_size, len(out)))), out[s:s + batch_size])
@@ -84,7 +86,21 @@ def test_halu_stage_with_canned_outputs(tiny_dir, shared_data, halu_file, tmp_pa
     assert m["hidden"]["n_layers"] == 2 and len(m["hidden"]["l2"]["json"]) == 3
     assert "scoring" not in m  # test rows have no gold replies
     summary = (out / "summary.md").read_text()
-    assert "| unseen | 8 | 100.0 [100.0, 100.0] | 100.0" in summary
+    # headline first, the majority-class floor beside the label accuracy, the lenient rule last
+    n_yes = labels.count("yes")
+    assert (f"| unseen | 8 | 100.0 [100.0, 100.0] | {100 * n_yes / 4:.1f} [" in summary
+            and f"] | {100 * max(n_yes, 4 - n_yes) / 4:.1f} | " in summary)
+    assert "| explicit | 0 | 4 | 0 | 4 |" in summary  # ok, no_brace, unclosed, finish stop
+    assert u["task_valid"]["value"] == 1.0 and m["sets"]["explicit"]["task_valid"]["value"] == 0.0
+    assert u["majority_class"]["value"] == max(n_yes, 4 - n_yes) / 4
+    assert u["finish_reasons"] == {"stop": 8} and u["budget_hits"] == {"n": 0, "share": 0.0}
+    assert p0["task_valid"] is True and p0["label"] == "yes" and p0["failure"] == "ok"
+    assert bad["task_valid"] is False and bad["label"] is None and bad["failure"] == "no_brace"
+    # no budget configured and no gold replies in the test rows: sized from the training file's replies
+    b = m["budget"]
+    assert b["source"] == "data" and b["gold_from"].endswith("train.jsonl") and b["n_gold"] == 100
+    assert b["max_new_tokens"] == max(256, math.ceil(2 * b["p99_gold_tokens"])) >= b["max_gold_tokens"]
+    assert "stopped at the budget" not in summary
     assert (out / "per_instruction_accuracy.png").stat().st_size > 1000
     assert (out / "concept_l2.png").stat().st_size > 1000
     assert json.loads((out / "metrics.json").read_text())["sets"]["unseen"]["format_accuracy"]["value"] == 1.0
@@ -96,6 +112,28 @@ def test_halu_stage_with_canned_outputs(tiny_dir, shared_data, halu_file, tmp_pa
     monkeypatch.setattr("delia.generation.generate", boom)
     m2 = run_eval(cfg)
     assert m2["sets"] == m["sets"] and m2["speed"]["rows_cached"] == 16
+
+
+def test_cut_replies_are_budget_hits_and_a_configured_budget_wins(tiny_dir, shared_data, halu_file, tmp_path,
+                                                                  monkeypatch):
+    """An unclosed reply that stopped at the budget is `cut_at_budget`; >2% of them prints a warning line."""
+    data, _ = halu_file
+    gen = fake_generate(reply, finish=lambda t: "length" if not t.rstrip().endswith("done") else "stop")
+    monkeypatch.setattr("delia.generation.generate", gen)
+    out = tmp_path / "cut"
+    m = run_eval(_cfg(tiny_dir, data, out, shared_data, "halu.instructions=unseen:1,unseen-notoken:1",
+                      "generation.max_new_tokens=40", "analysis.hidden=false"))
+    assert gen.params.max_new_tokens == 40 and m["budget"] == {"max_new_tokens": 40, "source": "config"}
+    cut = m["sets"]["unseen-notoken"]
+    assert cut["failures"] == {"cut_at_budget": 4} and cut["finish_reasons"] == {"length": 4}
+    assert cut["budget_hits"] == {"n": 4, "share": 1.0}
+    assert m["sets"]["unseen"]["failures"] == {"ok": 4} and m["sets"]["unseen"]["budget_hits"]["n"] == 0
+    summary = (out / "summary.md").read_text()
+    assert "unseen-notoken: 4 of 4 replies (100.0%) stopped at the budget (max_new_tokens 40)" in summary
+    assert "- **budget hit** unseen:" not in summary
+    preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["failure"] for p in preds if p["set"] == "unseen-notoken"] == ["cut_at_budget"] * 4
+    assert all(p["budget_hit"] == (p["finish_reason"] == "length") for p in preds)
 
 
 def test_own_instructions_and_scoring(tiny_dir, shared_data, tmp_path, monkeypatch):
@@ -147,9 +185,11 @@ def test_cli_real_generation_smoke(tiny_dir, shared_data, halu_file, tmp_path):
         "eval", "--model", tiny_dir, "--data", str(data), "--out", str(out), "-i", "unseen:1", "--limit", "2",
         "--max-new-tokens", "6", f"halu.unseen_file={shared_data}/halu/instructions_unseen.txt", "bootstrap=50"])
     assert res.exit_code == 0, res.output
-    assert "format acc" in res.output
+    assert "task-valid" in res.output and "lenient (paper)" in res.output
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 2 and all(p["n_new_tokens"] <= 6 for p in preds)
+    # the summary warns exactly when replies stopped at the 6-token budget
+    assert ("stopped at the budget (max_new_tokens 6)" in res.output) == any(p["budget_hit"] for p in preds)
     m = json.loads((out / "metrics.json").read_text())
     assert m["speed"]["rows_generated"] == 2 and m["speed"]["prompts_per_s"] > 0
 

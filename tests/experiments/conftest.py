@@ -33,6 +33,16 @@ def make_exp(tmp_path, shared_data):
     return make
 
 
+def fake_prediction(set_name: str, i: int, valid: bool) -> dict:
+    """A predictions.jsonl row: example e<i> under one phrasing; gold 'no' for e0-e6 (majority class 70%).
+    A valid reply answers 'no'; an invalid one is prose cut at the budget."""
+    return {"example_id": f"e{i}", "instruction_id": f"{set_name}/0", "set": set_name,
+            "raw": "{'thought': 't', 'hallucination': 'no'}" if valid else "The response",
+            "finish_reason": "stop" if valid else "length", "n_new_tokens": 12 if valid else 64,
+            "parsed": valid, "strict": valid, "pred_label": "no" if valid else None,
+            "gold_label": "no" if i < 7 else "yes", "reason": None if valid else "no '{' in the output"}
+
+
 class FakeStages:
     """Stand-ins for the heavy stages: write the files the next step reads, record every call."""
 
@@ -71,8 +81,7 @@ class FakeStages:
                                                                 "data": {"rows": rows}}))
             elif kind == "eval":
                 quality = 0.5 if "adapter" in inputs else 0.0
-                preds = [{"set": s, "parsed": i < int(10 * quality), "strict": False} for s in ("seen", "unseen")
-                         for i in range(10)]
+                preds = [fake_prediction(s, i, i < int(10 * quality)) for s in ("seen", "unseen") for i in range(10)]
                 (out / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
                 fa = {"value": quality, "ci_low": 0.0, "ci_high": 1.0, "n": 10}
                 (out / "metrics.json").write_text(json.dumps({

@@ -41,6 +41,12 @@ def test_tiny_grid_runs_end_to_end_and_a_rerun_does_nothing(make_exp, tiny_dir, 
     assert test_cfg["halu"]["seen_file"].endswith("data.jsonl") and "/steps/subset/" in test_cfg["halu"]["seen_file"]
     again = run_experiment(expand(exp))
     assert not again.ran and len(again.skipped) == len(plan.steps)
+    # the report from real predictions: a verdict with DELIA vs CIT, the budget the evaluation recorded
+    from delia.experiments.report import build_report
+
+    text = build_report(root).read_text()
+    assert "- **delia (ratio 1) vs cit** on unseen phrasings: task-valid " in text
+    assert "Generation budget (max_new_tokens): 4." in text and m["test.max_new_tokens"] == 4
 
 
 def test_every_other_halu_method_runs_through_the_real_stages(make_exp, tiny_dir):

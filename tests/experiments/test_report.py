@@ -7,14 +7,8 @@ import json
 import pytest
 
 from delia.experiments import expand
-from delia.experiments.report import Results, build_report, ci
+from delia.experiments.report import Results, build_report
 from delia.experiments.runner import run_experiment
-
-
-def test_ci_is_a_seeded_bootstrap_around_the_mean():
-    m, lo, hi = ci([1.0] * 3 + [0.0] * 7)
-    assert m == pytest.approx(0.3) and lo < 0.3 < hi and (m, lo, hi) == ci([1.0] * 3 + [0.0] * 7)
-    assert ci([1.0, 1.0]) == (1.0, 1.0, 1.0)
 
 
 def test_report_from_saved_results(make_exp, fake_stages, tmp_path):
@@ -23,18 +17,29 @@ def test_report_from_saved_results(make_exp, fake_stages, tmp_path):
     run_experiment(expand(exp))
     path = build_report(exp.out_dir)
     text = path.read_text()
-    # fake evals: base 0/10 parsed per set, every trained model 5/10 -> pooled over 2 seeds = 50.0
+    # fake evals: base 0/10 task-valid per set, every trained model 5/10 -> 50.0 over 2 seeds; one row per ratio
     assert "| original | – | 1 | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] |" in text
-    assert "| delia | 2 | 2 | 50.0 [" in text and "| cit | – | 2 | 50.0 [" in text
+    assert "| delia | 2 | 2 | 50.0 [" in text and "| delia | 1 | 2 | 50.0 [" in text
+    assert "| cit | – | 2 | 50.0 [" in text
+    # the verdict opens the report: generated from the paired comparisons, and the budget cells named
+    assert text.index("## Verdict") < text.index("## Main results")
+    assert ("- **delia (ratio 2) vs cit** on unseen phrasings: task-valid +0.0 points [+0.0, +0.0], not significant"
+            in text)
+    assert "- **delia (ratio 2) vs original** on seen phrasings: task-valid +50.0 points [" in text
+    assert "more than 2% of cases for original / seen (100.0%)" in text
+    # label accuracy beside the majority class (gold 'no' on 7 of 10 examples)
+    assert "| cit | unseen | 50.0 [" in text and "] | 70.0 | 0.0 | 0.0 | 41.7 |" in text
     # a method run at a smaller ratio only is shown at its own largest ratio, not left out
     assert "| wo_diversified | 1 | 2 | 50.0 [" in text
-    for title in ("## Main results", "## Table 1", "## Table 2", "## Table 4: ablations",
+    for title in ("## Main results", "## Label quality", "## Failure and finish reasons", "## Paired comparisons",
+                  "## Across seeds", "## Table 1", "## Table 2", "## Table 4: ablations",
                   "## Robustness on unseen phrasings", "## Downstream loss and first-token state space"):
         assert title in text
     assert "| w/o diversified downstream data |" in text and "| w/o all |" in text
     # ratio table: ratio 0 is CIT (fake state space 9.5 for trained models) -> reduction 0
     assert "| 0 | 2 | 1.500 | 9.50 | 0.0 |" in text
-    for fig in ("fig2_l2_layers.png", "fig3_loss_vs_ratio.png", "fig4_state_space.png", "format_accuracy.png"):
+    for fig in ("fig2_l2_layers.png", "fig3_loss_vs_ratio.png", "fig4_state_space.png", "format_accuracy.png",
+                "task_valid.png", "paired_differences.png"):
         assert (tmp_path / "exp/figures" / fig).stat().st_size > 1000
     # rebuilt from saved results alone: the same report after the step directories' metrics are gone
     res = Results(tmp_path / "exp")

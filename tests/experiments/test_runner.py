@@ -30,6 +30,13 @@ def test_first_run_runs_each_distinct_step_once_and_writes_results(make_exp, fak
     assert by["delia/ratio2-seed42-size30"]["metrics"]["train.loss"] == 1 / 90
     header = (root / "results.csv").read_text().splitlines()[0].split(",")
     assert header[:5] == ["run", "method", "size", "ratio", "seed"] and "seen.format_accuracy" in header
+    # recomputed from predictions.jsonl: the headline, the floor, failure and finish reasons, budget hits
+    m = by["cit/seed42-size30"]["metrics"]
+    assert (m["unseen.task_valid"], m["unseen.label_accuracy"], m["unseen.majority_class"]) == (0.5, 0.5, 0.7)
+    assert (m["unseen.failure.ok"], m["unseen.failure.cut_at_budget"]) == (5, 5)
+    assert (m["unseen.finish.stop"], m["unseen.finish.length"], m["unseen.budget_hit_rate"]) == (5, 5, 0.5)
+    assert {"unseen.task_valid", "unseen.failure.cut_at_budget", "unseen.finish.length", "unseen.budget_hit_rate",
+            "unseen.label_macro_f1", "seen.task_valid.phrasing_min", "test.max_new_tokens"} <= set(header)
     run_dir = root / "runs/delia/ratio2-seed42-size30"
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert cfg["git"]["sha"] and cfg["steps"]["train"]["config"]["seed"] == 42

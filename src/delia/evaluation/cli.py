@@ -23,7 +23,9 @@ def register(app: typer.Typer) -> None:
                                          help="halu instruction sets, e.g. 'seen:5,unseen:all,explicit'."),
         limit: int = typer.Option(None, "--limit", help="Only the first N examples."),
         batch_size: int = typer.Option(None, "--batch-size", help="Generation batch size."),
-        max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="Generation budget per reply."),
+        max_new_tokens: int = typer.Option(None, "--max-new-tokens",
+                                           help="Generation budget per reply (default: from the data, "
+                                                "max(256, 2 x p99 of the gold replies' tokens))."),
         dtype: str = typer.Option(None, "--dtype", help="auto (as the adapter trained) | fp32 | bf16 | fp16."),
         config: Path = typer.Option(None, "--config", "-c", help="YAML EvalConfig."),
         show_config: bool = typer.Option(False, "--show-config", help="Print the resolved config and exit."),

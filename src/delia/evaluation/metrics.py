@@ -5,7 +5,7 @@ value (accuracy: [correct]; precision: [tp, predicted positive]; BLEU/chrF++: sa
 statistics). A bootstrap resample is then a multinomial count vector times that array: 1000 resamples of a
 corpus BLEU cost one matrix product instead of 1000 corpus re-scorings.
 
-Rows are dicts: halu rows carry `parsed`, `strict`, `pred_label`, `gold_label`; translation rows `hyp`, `ref`
+Rows are dicts: halu rows carry `task_valid`, `parsed`, `strict`, `label`, `gold_label`; translation rows `hyp`, `ref`
 (and `bleurt`/`comet` scores when computed).
 """
 
@@ -49,32 +49,64 @@ def _col(rows, fn) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- halu (formatted generation)
+# Rows are enriched predictions (`delia.evaluation.outcomes.enrich`): `task_valid` (parses, exactly the task's
+# keys, a label from the allowed set) and `label` (the label of a task-valid reply, else None), so a reply a
+# user's schema would reject never counts as a right label.
 
 def _mean_metric(name: str, task: str, fn: Callable[[dict], float], help: str) -> None:
     _add(Metric(name, task, lambda rows: np.column_stack([_col(rows, fn), np.ones((len(rows), 1))])
                 if rows else np.zeros((0, 2)), lambda s: _ratio(s[0], s[1])), help)
 
 
+_mean_metric("task_valid", "halu", lambda r: r["task_valid"],
+             "headline: share of replies that parse to a dict with exactly the task's keys and a label from the "
+             "allowed set")
 _mean_metric("format_accuracy", "halu", lambda r: r["parsed"],
-             "share of outputs whose earliest {...} parses to a dict (the paper's accuracy)")
+             "share of outputs whose earliest {...} parses to a dict (the paper's lenient accuracy)")
 _mean_metric("format_accuracy_strict", "halu", lambda r: r["strict"],
              "share that parse to a dict with exactly the task's keys")
-_mean_metric("label_accuracy", "halu", lambda r: r["pred_label"] == r["gold_label"],
-             "share whose parsed label equals the gold label (unparsed output counts as wrong)")
+_mean_metric("label_accuracy", "halu", lambda r: r["label"] is not None and r["label"] == r["gold_label"],
+             "share of task-valid replies with the gold label (invalid or unparsed replies count as wrong)")
+
+LABELS = (POSITIVE, "no")
 
 
 def _confusion(rows) -> np.ndarray:
-    # columns: tp, predicted positive, gold positive
-    return np.array([[r["pred_label"] == POSITIVE and r["gold_label"] == POSITIVE, r["pred_label"] == POSITIVE,
-                      r["gold_label"] == POSITIVE] for r in rows], dtype=np.float64).reshape(len(rows), 3)
+    # per class (yes, no): tp, predicted (task-valid replies only), gold
+    return np.array([[f(r, c) for c in LABELS for f in (lambda r, c: r["label"] == c and r["gold_label"] == c,
+                                                         lambda r, c: r["label"] == c,
+                                                         lambda r, c: r["gold_label"] == c)]
+                     for r in rows], dtype=np.float64).reshape(len(rows), 3 * len(LABELS))
+
+
+def _f1(tp: float, pred: float, gold: float) -> float:
+    return _ratio(2 * tp, pred + gold)  # = 2TP / (2TP + FP + FN)
+
+
+def _macro_f1(s: np.ndarray) -> float:
+    # mean F1 over the classes that occur among the gold or predicted labels (sklearn's macro average)
+    f1s = [_f1(*s[3 * i:3 * i + 3]) for i in range(len(LABELS)) if s[3 * i + 1] + s[3 * i + 2] > 0]
+    return float(np.mean(f1s)) if f1s else math.nan
 
 
 _add(Metric("label_precision", "halu", _confusion, lambda s: _ratio(s[0], s[1])),
      "precision of 'hallucination: yes' (undefined when nothing is predicted yes)")
 _add(Metric("label_recall", "halu", _confusion, lambda s: _ratio(s[0], s[2])),
      "recall of 'hallucination: yes' (undefined when no gold yes)")
-_add(Metric("label_f1", "halu", _confusion, lambda s: _ratio(2 * s[0], s[1] + s[2])),
+_add(Metric("label_f1", "halu", _confusion, lambda s: _f1(s[0], s[1], s[2])),
      "F1 of 'hallucination: yes' = 2TP / (2TP + FP + FN)")
+_add(Metric("label_f1_no", "halu", _confusion, lambda s: _f1(s[3], s[4], s[5])), "F1 of 'hallucination: no'")
+_add(Metric("label_macro_f1", "halu", _confusion, _macro_f1),
+     "mean of the per-class F1 over the classes present among gold or predicted labels")
+
+
+def _gold_counts(rows) -> np.ndarray:
+    return np.array([[r["gold_label"] == c for c in LABELS] + [1] for r in rows],
+                    dtype=np.float64).reshape(len(rows), len(LABELS) + 1)
+
+
+_add(Metric("majority_class", "halu", _gold_counts, lambda s: _ratio(max(s[:-1]), s[-1])),
+     "label accuracy of always answering the most frequent gold label of the evaluated rows (the floor)")
 
 
 # ---------------------------------------------------------------- translation (sacrebleu)
@@ -157,6 +189,13 @@ def bootstrap(name: str, rows: Sequence[dict[str, Any]], n: int = 1000, seed: in
         return value, math.nan, math.nan
     a = (1 - level) / 2
     return value, float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
+
+
+def interval(name: str, rows: Sequence[dict[str, Any]], n: int = 1000, seed: int = 0,
+             level: float = 0.95) -> dict[str, float | int]:
+    """{value, ci_low, ci_high, n}: the metric with a cluster-bootstrap interval over example ids."""
+    v, lo, hi = bootstrap(name, rows, n=n, seed=seed, level=level, groups=[r["example_id"] for r in rows])
+    return {"value": v, "ci_low": lo, "ci_high": hi, "n": len(rows)}
 
 
 def summarize(values: dict[str, float]) -> dict[str, float]:

@@ -28,6 +28,64 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
                                                                            for r in rows]
 
 
+HALU_COLUMNS = [("task_valid", "task-valid"), ("label_accuracy", "label acc"), ("majority_class", "majority class"),
+                ("label_f1", "F1(yes)"), ("label_recall", "recall(yes)"), ("label_macro_f1", "macro-F1"),
+                ("format_accuracy_strict", "exact keys"), ("format_accuracy", "lenient (paper)")]
+
+
+def budget_lines(m: dict[str, Any]) -> list[str]:
+    """The budget used and where it came from, plus a warning per set where >2% of replies hit it."""
+    from delia.evaluation.outcomes import budget_warnings
+
+    b = m.get("budget") or {}
+    if not b:
+        return []
+    line = f"- generation budget: {b['max_new_tokens']} new tokens"
+    if b.get("source") == "data":
+        p99 = b.get("p99_gold_tokens")
+        line += (f" (from the data: {b['rule']}; p99 {p99:.0f}, max {b['max_gold_tokens']} over {b['n_gold']} "
+                 f"{b['gold_from']})" if p99 is not None else f" (no gold replies found: the floor)")
+    else:
+        line += " (configured)"
+    return [line] + [f"- **budget hit** {w}" for w in budget_warnings(m.get("sets", {}), b.get("max_new_tokens"))]
+
+
+def halu_lines(m: dict[str, Any]) -> list[str]:
+    """Scores with the majority-class floor beside the label scores, per-set failure and finish reasons,
+    robustness across phrasings."""
+    from delia.evaluation.outcomes import FAILURES
+
+    sets = m.get("sets", {})
+    cols = [(k, h) for k, h in HALU_COLUMNS if any(k in v for v in sets.values())]
+    lines = ["", "## Scores (%)", "",
+             "Task-valid (headline) = parses to a dict with exactly the task's keys and a yes/no label. Label scores "
+             "count invalid replies as wrong; majority class = always answering the most frequent gold label. "
+             "Lenient = the paper's rule (any dict).", ""]
+    lines += _table(["set", "n", *(h for _, h in cols)],
+                    [[s, str(v["format_accuracy"]["n"]), *(_ci(v.get(k), True) if k != "majority_class" else
+                                                             _f(v[k]["value"], True) for k, _ in cols)]
+                     for s, v in sets.items()])
+    fails = [f for f in FAILURES if any(f in (v.get("failures") or {}) for v in sets.values())]
+    finish = list(dict.fromkeys(k for v in sets.values() for k in v.get("finish_reasons") or {}))
+    lines += ["", "## Failure and finish reasons (replies)", ""]
+    lines += _table(["set", *fails, *(f"finish {k}" for k in finish)],
+                    [[s, *(str((v.get("failures") or {}).get(f, 0)) for f in fails),
+                      *(str((v.get("finish_reasons") or {}).get(k, 0)) for k in finish)] for s, v in sets.items()])
+    rob = m.get("robustness", {})
+    key = "task_valid" if all("task_valid" in r for r in rob.values()) else "format_accuracy"
+    if rob:
+        lines += ["", f"## Robustness across phrasings ({key.replace('_', '-')}, %)", ""]
+        lines += _table(["set", "phrasings", "mean", "min", "max", "spread", "std"],
+                        [[s, str(r[key]["n_phrasings"]),
+                          *(_f(r[key][k], True) for k in ("mean", "min", "max", "spread", "std"))]
+                         for s, r in rob.items()])
+    if m.get("seen_unseen_gap"):
+        g = m["seen_unseen_gap"]
+        lines += ["", "Seen - unseen gap (mean per-phrasing, points): " + ", ".join(
+            f"{k} {_f(v, True)}" for k, v in g.items())]
+    return lines
+
+
 def summary_lines(m: dict[str, Any]) -> list[str]:
     """Markdown lines: header, per-set scores with CIs, robustness, scoring, hidden states, speed."""
     info = m["model"]
@@ -41,27 +99,11 @@ def summary_lines(m: dict[str, Any]) -> list[str]:
         lines.append(f"- added {t['tokens']} to the model (init `{t['init']}`): the base model lacks them")
     if info.get("tokens_as_text"):
         lines.append(f"- {info['tokens_as_text']} left as plain text (token_init none)")
+    lines += budget_lines(m)
     lines += ["", "Intervals: seeded percentile bootstrap over examples (all prompts of an example together)."]
     sets = m.get("sets", {})
     if m["task"] == "halu":
-        names = ["format_accuracy", "format_accuracy_strict", "label_accuracy", "label_precision", "label_recall",
-                 "label_f1"]
-        lines += ["", "## Scores (%)", ""]
-        lines += _table(["set", "n", "format acc", "strict", "label acc", "precision(yes)", "recall(yes)", "F1(yes)"],
-                        [[s, str(v["format_accuracy"]["n"]), *(_ci(v.get(n), True) for n in names)]
-                         for s, v in sets.items()])
-        lines += ["", "Failures per set: " + "; ".join(f"{s}: {v['failures']}" for s, v in sets.items())]
-        rob = m.get("robustness", {})
-        if rob:
-            lines += ["", "## Robustness across phrasings (format accuracy, %)", ""]
-            lines += _table(["set", "phrasings", "mean", "min", "max", "spread", "std"],
-                            [[s, str(r["format_accuracy"]["n_phrasings"]),
-                              *(_f(r["format_accuracy"][k], True) for k in ("mean", "min", "max", "spread", "std"))]
-                             for s, r in rob.items()])
-        if m.get("seen_unseen_gap"):
-            g = m["seen_unseen_gap"]
-            lines += ["", "Seen - unseen gap (mean per-phrasing, points): " + ", ".join(
-                f"{k} {_f(v, True)}" for k, v in g.items())]
+        lines += halu_lines(m)
     else:
         lines += ["", "## Scores", ""]
         extra = [n for n in ("bleurt", "comet") if any(n in v for v in sets.values())]
@@ -109,7 +151,8 @@ def write_plots(m: dict[str, Any], out: str | Path) -> list[str]:
     out, paths = Path(out), []
     per = m.get("per_instruction") or {}
     if per:
-        items = [(s, iid, d[iid]["format_accuracy"]) for s, d in per.items() for iid in sorted(d)]
+        key = "task_valid" if all("task_valid" in v for d in per.values() for v in d.values()) else "format_accuracy"
+        items = [(s, iid, d[iid][key]) for s, d in per.items() for iid in sorted(d)]
         fig, ax = plt.subplots(figsize=(8, max(2.5, 0.22 * len(items) + 1)))
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         for k, s in enumerate(per):
@@ -118,8 +161,8 @@ def write_plots(m: dict[str, Any], out: str | Path) -> list[str]:
         ax.set_yticks(range(len(items)), [iid for _, iid, _ in items], fontsize=6)
         ax.invert_yaxis()
         ax.set_xlim(0, 100)
-        ax.set_xlabel("format accuracy (%)")
-        ax.set_title("Format accuracy per instruction phrasing")
+        ax.set_xlabel(f"{key.replace('_', '-')} (%)")
+        ax.set_title(f"{key.replace('_', '-')} per instruction phrasing")
         ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
         paths.append(str(out / "per_instruction_accuracy.png"))

@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import time
-from collections import Counter
 from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from delia.config import ConfigError, save_config
 from delia.evaluation import metrics as M
+from delia.evaluation import outcomes
 from delia.evaluation.config import EvalConfig
 from delia.evaluation.instructions import Instruction, assign, check_heldout, load_set, parse_spec, vary
 from delia.evaluation.parsing import check_keys, extract_label, object_closed, parse_output
@@ -23,9 +23,6 @@ from delia.evaluation.prompts import (clean_translation, halu_example, halu_prom
                                       translation_example, translation_prompt)
 
 log = logging.getLogger(__name__)
-HALU_METRICS = ["format_accuracy", "format_accuracy_strict", "label_accuracy", "label_precision", "label_recall",
-                "label_f1"]
-PER_PHRASING = ["format_accuracy", "format_accuracy_strict", "label_accuracy"]
 
 
 @dataclass
@@ -143,14 +140,16 @@ def _hooks():
 # ---------------------------------------------------------------- 3. generation (cached)
 
 
-def generate_rows(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[str, Any]) -> tuple[list, dict]:
-    """Generations for all rows, reusing OUT/generations.jsonl; returns (generations, speed)."""
+def generate_rows(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[str, Any],
+                  max_new_tokens: int) -> tuple[list, dict]:
+    """Generations for all rows with `max_new_tokens` each, reusing OUT/generations.jsonl; returns
+    (generations, speed)."""
     from tqdm import tqdm
 
     from delia.generation import GenParams, Generation, generate, render_prompt
 
     g = cfg.generation
-    params = GenParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, seed=cfg.seed)
+    params = GenParams(max_new_tokens=max_new_tokens, temperature=g.temperature, top_p=g.top_p, seed=cfg.seed)
     ident = json.dumps([info["identity"], info.get("added_tokens"), info["dtype"], params.__dict__, g.stop_early,
                         cfg.task == "translation" and cfg.translation.first_line,
                         cfg.decoder and [cfg.decoder, cfg.hook_options]], sort_keys=True, default=str)
@@ -210,60 +209,32 @@ def generate_rows(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[s
 
 
 def predict(row: EvalRow, gen, cfg: EvalConfig) -> dict[str, Any]:
-    """The predictions.jsonl record of one row: raw output, parse result, failure reason, scores."""
+    """The predictions.jsonl record of one row: raw output, parse result, outcome (task_valid, label, failure,
+    budget_hit; see `outcomes`), scores."""
     base = {"example_id": row.example_id, "instruction_id": row.instruction_id, "set": row.set, "raw": gen.text,
             "finish_reason": gen.finish_reason, "n_new_tokens": gen.n_new_tokens}
     if cfg.task == "translation":
         hyp = clean_translation(gen.text, cfg.translation.first_line)
-        return {**base, "hyp": hyp, "ref": row.fields["ref"], "src": row.fields["src"]}
+        return {**base, "hyp": hyp, "ref": row.fields["ref"], "src": row.fields["src"],
+                "budget_hit": gen.finish_reason == "length"}
     p = parse_output(gen.text)
     strict_reason = check_keys(p.value, cfg.halu.keys) if p.ok else "not parsed"
-    return {**base, "parsed": p.ok, "strict": p.ok and strict_reason is None, "pred_label": extract_label(
+    pred = {**base, "parsed": p.ok, "strict": p.ok and strict_reason is None, "pred_label": extract_label(
         p.value, cfg.halu.label_key), "gold_label": row.fields["gold_label"], "method": p.method,
         "value": p.value, "reason": p.reason, "strict_reason": strict_reason}
-
-
-def _reason_code(reason: str | None) -> str:
-    if reason is None:
-        return "ok"
-    for code, prefix in (("no_brace", "no '{'"), ("unclosed", "the first"), ("unparseable", "the earliest"),
-                         ("not_dict", "parsed to")):
-        if reason.startswith(prefix):
-            return code
-    return "other"
+    return {**pred, **outcomes.outcome(pred)}
 
 
 # ---------------------------------------------------------------- 5. metrics
 
 
 def _with_ci(name: str, rows: list[dict], cfg: EvalConfig) -> dict[str, float | int]:
-    v, lo, hi = M.bootstrap(name, rows, n=cfg.bootstrap, seed=cfg.seed, level=cfg.ci_level,
-                            groups=[r["example_id"] for r in rows])
-    return {"value": v, "ci_low": lo, "ci_high": hi, "n": len(rows)}
+    return M.interval(name, rows, cfg.bootstrap, cfg.seed, cfg.ci_level)
 
 
 def halu_metrics(preds: list[dict], cfg: EvalConfig) -> dict[str, Any]:
-    """Per set (with CIs), per phrasing, robustness (mean/min/spread; seen vs unseen gap), failure reasons."""
-    sets = list(dict.fromkeys(p["set"] for p in preds))
-    out: dict[str, Any] = {"sets": {}, "per_instruction": {}, "robustness": {}}
-    labelled = all(p["gold_label"] is not None for p in preds)
-    names = HALU_METRICS if labelled else HALU_METRICS[:2]
-    for s in sets:
-        rows = [p for p in preds if p["set"] == s]
-        out["sets"][s] = {n: _with_ci(n, rows, cfg) for n in names}
-        out["sets"][s]["failures"] = dict(Counter(_reason_code(p["reason"]) for p in rows))
-        out["sets"][s]["finish_reasons"] = dict(Counter(p["finish_reason"] for p in rows))
-        per = {}
-        for iid in dict.fromkeys(p["instruction_id"] for p in rows):
-            irows = [p for p in rows if p["instruction_id"] == iid]
-            per[iid] = {"n": len(irows), **{n: M.compute(n, irows) for n in PER_PHRASING if n in names}}
-        out["per_instruction"][s] = per
-        out["robustness"][s] = {n: M.summarize({k: v[n] for k, v in per.items()}) for n in PER_PHRASING
-                                if n in names}
-    if "seen" in out["robustness"] and "unseen" in out["robustness"]:
-        out["seen_unseen_gap"] = {n: out["robustness"]["seen"][n]["mean"] - out["robustness"]["unseen"][n]["mean"]
-                                  for n in out["robustness"]["seen"]}
-    return out
+    """Per set (with CIs), per phrasing, robustness, failure and finish reasons (`outcomes.halu_metrics`)."""
+    return outcomes.halu_metrics(preds, cfg.bootstrap, cfg.seed, cfg.ci_level)
 
 
 def translation_metrics(preds: list[dict], cfg: EvalConfig) -> dict[str, Any]:
@@ -287,7 +258,8 @@ def translation_metrics(preds: list[dict], cfg: EvalConfig) -> dict[str, Any]:
         rows = [p for p in preds if p["set"] == s]
         out["sets"][s] = {n: _with_ci(n, rows, cfg) for n in names}
         out["sets"][s]["empty_outputs"] = sum(not p["hyp"] for p in rows)
-        out["sets"][s]["finish_reasons"] = dict(Counter(p["finish_reason"] for p in rows))
+        out["sets"][s]["finish_reasons"] = outcomes.counts(rows)["finish_reasons"]
+        out["sets"][s]["budget_hits"] = outcomes.budget_hits(rows)
     return out
 
 
@@ -365,8 +337,12 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     model, tok, info = load_for_eval(cfg, rows)
 
-    # 3. generation (resumable)
-    gens, speed = generate_rows(model, tok, rows, cfg, info)
+    # 3. generation (resumable), with a budget from the data unless one is configured
+    from delia.evaluation import budget as B
+
+    budget = B.resolve(cfg.generation.max_new_tokens, tok, rows, cfg.task,
+                       cfg.halu.seen_file if cfg.task == "halu" else None)
+    gens, speed = generate_rows(model, tok, rows, cfg, info, budget["max_new_tokens"])
 
     # 4. parse and keep every prediction
     preds = [predict(r, g, cfg) for r, g in zip(rows, gens)]
@@ -384,7 +360,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     metrics = _clean({"task": cfg.task, "data": cfg.data, "model": info,
                       "n_examples": len({r.example_id for r in rows}), "n_rows": len(rows),
                       "instructions": cfg.halu.instructions if cfg.task == "halu" else None,
-                      **task_metrics, **extra, "speed": speed})
+                      "budget": budget, **task_metrics, **extra, "speed": speed})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     metrics["plots"] = write_plots(metrics, out)
     write_summary(metrics, out / "summary.md")

@@ -112,7 +112,8 @@ def estimate(plan: Plan) -> Estimate:
             secs = c.model_load + per_epoch * epochs
         elif s.kind == "eval":
             n = eval_rows(s)
-            gen = s.config.get("generation", {}).get("max_new_tokens", 256)
+            # unset = sized from the data at run time, at least 256 (delia.evaluation.budget)
+            gen = s.config.get("generation", {}).get("max_new_tokens") or 256
             factor = math.prod(c.hook_factor.get(s.config.get(h) or "", 1.0) for h in ("decoder", "prompt_hook"))
             secs = c.model_load + n * (c.score_row if gen <= 1 else gen * c.eval_token * factor)
         elif s.kind in ("drift_answers", "drift"):  # greedy answers (the base's are reused) + one scoring pass

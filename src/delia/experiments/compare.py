@@ -1,0 +1,202 @@
+"""Paired comparisons between methods and the plain-language verdict at the top of report.md.
+
+Pairs: every trained method vs `cit` and vs any method whose name starts with `cit` (e.g. `cit_steps`), and
+`delia` vs `original`; per instruction set, on the headline (task-valid) and on label accuracy. The pairing
+key is (example id, instruction id) within a set; only keys every seed of both methods has count. Intervals:
+`stats.cluster_bootstrap` (clusters = examples, seeds resampled per method).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from delia.experiments.results import Results
+from delia.experiments.stats import NAN, Interval, cluster_bootstrap
+
+METRIC_NAMES = {"task_valid": "task-valid", "label_accuracy": "label accuracy",
+                "format_accuracy": "lenient format", "format_accuracy_strict": "exact keys"}
+
+
+@dataclass
+class Group:
+    """One method at one ratio (its largest size), all its seeds."""
+
+    method: str
+    ratio: float | None
+    runs: list[dict[str, Any]]
+    trained: bool
+    twin_of: str | None = None  # an earlier group with the very same evaluations (w_all = delia)
+
+    @property
+    def label(self) -> str:
+        return self.method if self.ratio is None else f"{self.method} (ratio {self.ratio:g})"
+
+    @property
+    def seeds(self) -> int:
+        return len(self.runs)
+
+
+def groups(res: Results) -> list[Group]:
+    """A group per method and ratio, in report order; twins are marked, not dropped."""
+    out: list[Group] = []
+    seen: dict[tuple, str] = {}
+    for m in res.methods:
+        runs = res.pick(m)
+        sizes = {r["size"] for r in runs}
+        everything = [r for r in res.rows if r["method"] == m and r["size"] in sizes]
+        ratios = sorted({r["ratio"] for r in everything if r["ratio"] is not None}) or [None]
+        for ratio in ratios:
+            rr = res.pick(m, ratio=ratio) if ratio is not None else runs
+            if not rr:
+                continue
+            g = Group(m, ratio, rr, any("train" in r["steps"] for r in rr))
+            tests = tuple(sorted(r["steps"].get("test", "") for r in rr))
+            if tests in seen:
+                g.twin_of = seen[tests]
+            else:
+                seen[tests] = g.label
+            out.append(g)
+    return out
+
+
+def matrix(res: Results, runs: list[dict[str, Any]], set_name: str, metric: str,
+           keys: list[tuple[str, str]] | None = None) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """(seeds x keys) outcomes over the keys every run has (or the given `keys`), and those keys."""
+    per = [res.keyed(r, set_name, metric) for r in runs]
+    per = [p for p in per if p]
+    if not per:
+        return np.zeros((0, 0)), []
+    if keys is None:
+        common = set(per[0]).intersection(*per[1:])
+        keys = sorted(common)
+    return np.array([[p[k] for k in keys] for p in per]), keys
+
+
+def interval(res: Results, runs: list[dict[str, Any]], set_name: str, metric: str) -> Interval:
+    """One method's score with a cluster bootstrap over examples and seeds."""
+    a, keys = matrix(res, runs, set_name, metric)
+    return cluster_bootstrap(a, [k[0] for k in keys]) if keys else NAN
+
+
+def paired(res: Results, a: Group, b: Group, set_name: str, metric: str) -> Interval:
+    """Mean per-prompt difference A - B over the keys both have, with its cluster-bootstrap interval."""
+    ma, ka = matrix(res, a.runs, set_name, metric)
+    mb, kb = matrix(res, b.runs, set_name, metric)
+    keys = sorted(set(ka) & set(kb))
+    if not keys:
+        return NAN
+    ma, _ = matrix(res, a.runs, set_name, metric, keys)
+    mb, _ = matrix(res, b.runs, set_name, metric, keys)
+    return cluster_bootstrap(ma, [k[0] for k in keys], mb)
+
+
+@dataclass
+class Comparison:
+    a: Group
+    b: Group
+    set: str
+    metric: str
+    diff: Interval
+
+
+def pairs(gs: list[Group]) -> list[tuple[Group, Group]]:
+    """(method, reference) pairs: trained methods vs each cit-like method; delia vs original."""
+    live = [g for g in gs if not g.twin_of]
+    refs = [g for g in live if g.method.startswith("cit")]
+    out = []
+    for ref in refs:
+        for g in live:
+            if g is ref or not g.trained:
+                continue
+            if g.method.startswith("cit") and live.index(g) < live.index(ref):
+                continue  # cit vs cit_steps once, not twice
+            out.append((g, ref))
+    out += [(g, o) for g in live if g.method == "delia" for o in live if o.method == "original"]
+    return out
+
+
+def comparisons(res: Results, sets: list[str]) -> list[Comparison]:
+    """Every pair on every set, on task-valid and (when the rows have gold labels) label accuracy."""
+    out = []
+    for a, b in pairs(groups(res)):
+        for s in sets:
+            metrics = ["task_valid"] + (["label_accuracy"] if res.labelled(a.runs + b.runs, s) else [])
+            for m in metrics:
+                d = paired(res, a, b, s, m)
+                if d.n_keys:
+                    out.append(Comparison(a, b, s, m, d))
+    return out
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def _diff(d: Interval) -> str:
+    return f"{_pts(d.mean)} points [{_pts(d.low)}, {_pts(d.high)}], " + (
+        "significant" if d.significant else "not significant")
+
+
+def set_phrase(s: str) -> str:
+    return f"{s} phrasings" if s in ("seen", "unseen") else f"the `{s}` set"
+
+
+def comparison_table(comps: list[Comparison]) -> list[str]:
+    """Every paired difference, one row per pair, set and metric."""
+    if not comps:
+        return []
+    rows = [[c.a.label, c.b.label, c.set, METRIC_NAMES[c.metric], _pts(c.diff.mean),
+             f"[{_pts(c.diff.low)}, {_pts(c.diff.high)}]", "yes" if c.diff.significant else "no",
+             str(c.diff.n_clusters), str(c.diff.n_keys), f"{c.a.seeds} / {c.b.seeds}"] for c in comps]
+    return (["## Paired comparisons", "",
+             "Difference A - B in points on the prompts both methods answered (pairing key: example id, instruction "
+             "id). 95% cluster bootstrap (2000 resamples) over examples (all phrasings and seeds of an example "
+             "together) and over each method's seeds; significant = the interval excludes 0.", ""] +
+            md_table(["A", "B", "set", "metric", "A - B", "95% interval", "significant", "examples", "prompts",
+                    "seeds A / B"], rows))
+
+
+def verdict(comps: list[Comparison], majority: dict[str, float], budget_cells: list[str]) -> list[str]:
+    """The report's opening paragraph, generated from the comparisons (never written by hand).
+
+    Args:
+        comps: the paired comparisons; majority: set -> majority-class share; budget_cells: "method / set" cells
+            where more than 2% of replies stopped at the budget.
+    """
+    lines = ["## Verdict", ""]
+    if not comps:
+        return lines + ["No paired comparison is possible: the experiment has no trained method beside a `cit`-like "
+                        "reference (or no halu predictions).", ""]
+    focus = [c for c in comps if c.a.method == "delia"] or comps
+    by_pair: dict[tuple[str, str, str], dict[str, Comparison]] = {}
+    for c in focus:
+        by_pair.setdefault((c.a.label, c.b.label, c.set), {})[c.metric] = c
+    lines.append("Paired differences (A - B, points), 95% cluster bootstrap over examples and seeds; "
+                 "significant = the interval excludes 0.")
+    lines.append("")
+    for (a, b, s), cs in by_pair.items():
+        t = cs["task_valid"]
+        line = f"- **{a} vs {b}** on {set_phrase(s)}: task-valid {_diff(t.diff)}"
+        if "label_accuracy" in cs:
+            line += (f"; label accuracy {_diff(cs['label_accuracy'].diff)} (always answering the majority label "
+                     f"scores {100 * majority.get(s, float('nan')):.1f}%)")
+        lines.append(line + f" — {t.diff.n_clusters} examples, {t.diff.n_keys} prompts, "
+                            f"{t.a.seeds} vs {t.b.seeds} seeds.")
+    sig = [c for c in comps if c.diff.significant]
+    lines += ["", f"Of {len(comps)} paired comparisons (table below), {len(sig)} "
+                  f"{'is' if len(sig) == 1 else 'are'} significant"
+              + (": " + "; ".join(f"{c.a.label} vs {c.b.label} on {c.set} ({METRIC_NAMES[c.metric]} "
+                                  f"{_pts(c.diff.mean)})" for c in sig) if sig else "") + "."]
+    if budget_cells:
+        lines.append(f"Replies stopped at the generation budget in more than 2% of cases for {', '.join(budget_cells)}:"
+                     " there the budget, not the model, may decide the score (see Failure and finish reasons).")
+    else:
+        lines.append("No method hit the generation budget in more than 2% of its replies in any set.")
+    return lines + [""]
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]

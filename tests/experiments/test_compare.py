@@ -1,0 +1,102 @@
+"""`delia report` on a hand-made finished experiment: old-format predictions re-scored, pairs, verdict, tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from delia.experiments.compare import Group, pairs
+from delia.experiments.report import build_report
+from delia.experiments.results import collect
+
+VALID = "{'thought': 't', 'hallucination': '%s'}"
+
+
+def old_row(ex: int, phrasing: int, raw: str, finish: str = "stop") -> dict:
+    """A predictions.jsonl row as `delia eval` wrote it before the outcome fields existed."""
+    ok = raw.startswith("{") and raw.endswith("}")
+    label = raw.split("'hallucination': '")[1][:-2] if ok and "'hallucination'" in raw else None
+    strict = ok and "'thought'" in raw and label is not None
+    return {"example_id": f"e{ex:02d}", "instruction_id": f"unseen/{phrasing}", "set": "unseen", "raw": raw,
+            "finish_reason": finish, "n_new_tokens": 9, "parsed": ok, "strict": strict,
+            "pred_label": label if label in ("yes", "no") else None, "gold_label": "no" if ex < 15 else "yes",
+            "reason": None if ok else "no '{' in the output", "value": None, "strict_reason": None}
+
+
+def write_experiment(root: Path, replies: dict[str, callable]) -> None:
+    """results.json + one eval step per run; `replies[step](ex, phrasing)` -> (raw, finish)."""
+    runs = [("original/base", "original", None, None, "o"), ("cit/seed1", "cit", None, 1, "c1"),
+            ("cit/seed2", "cit", None, 2, "c2"), ("delia/r3-seed1", "delia", 3.0, 1, "d1"),
+            ("delia/r3-seed2", "delia", 3.0, 2, "d2"), ("icl/base", "icl", None, None, "i")]
+    rows = []
+    for run, method, ratio, seed, step in runs:
+        d = root / "steps/eval" / step
+        d.mkdir(parents=True)
+        preds = [old_row(ex, ph, *replies[step](ex, ph)) for ex in range(20) for ph in range(2)]
+        preds = [p for p in preds if p is not None]
+        d.joinpath("predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+        steps = {"test": f"steps/eval/{step}", **({"train": f"steps/train/{step}"} if seed else {})}
+        rows.append({"run": run, "method": method, "size": 20 if seed else None, "ratio": ratio, "seed": seed,
+                     "steps": steps, "metrics": collect({"test": d})})
+    root.joinpath("results.json").write_text(json.dumps(rows))
+
+
+def test_report_recomputes_from_old_predictions_and_states_the_verdict(tmp_path):
+    cut = ("{'thought': \"still going", "length")
+    replies = {
+        "o": lambda ex, ph: ("I think it is fine.", "stop"),
+        # CIT: valid 'no' on e00-e09; other keys (the paper's lenient rule would count these) on e10-e19
+        "c1": lambda ex, ph: (VALID % "no", "stop") if ex < 10 else ("{'user_query': 'x'}", "stop"),
+        "c2": lambda ex, ph: (VALID % "no", "stop") if ex < 10 else ("{'user_query': 'x'}", "stop"),
+        # DELIA: valid 'no' everywhere, except seed 2 cut at the budget on e19 phrasing 1
+        "d1": lambda ex, ph: (VALID % "no", "stop"),
+        "d2": lambda ex, ph: cut if (ex, ph) == (19, 1) else (VALID % "no", "stop"),
+        "i": lambda ex, ph: (VALID % "yes", "stop"),
+    }
+    write_experiment(tmp_path, replies)
+    text = build_report(tmp_path).read_text()
+    verdict = text.split("## Verdict")[1].split("## Main results")[0]
+    # task-valid: DELIA 1 - 1/80 (one cut reply of 80), CIT 0.5 -> +48.75 points; labels: gold 'no' on e00-e14,
+    # DELIA right on 15 examples (minus nothing: e19 is 'yes' anyway), CIT right on e00-e09 -> (30 - 20) / 40
+    assert "**delia (ratio 3) vs cit** on unseen phrasings: task-valid +48.8 points [" in verdict
+    assert "significant; label accuracy +25.0 points [" in verdict
+    assert "(always answering the majority label scores 75.0%) — 20 examples, 40 prompts, 2 vs 2 seeds." in verdict
+    assert "**delia (ratio 3) vs original** on unseen phrasings: task-valid +98.8 points [" in verdict
+    assert "icl" not in verdict  # untrained methods are not compared with CIT
+    # the budget: 1 of 80 DELIA replies (1.25%) is under the 2% line
+    assert "No method hit the generation budget in more than 2% of its replies" in verdict
+    # main table: the headline beside exact keys, lenient (CIT's other-keys dicts count there) and label accuracy
+    assert "| cit | – | 2 | 50.0 [" in text and "] | 100.0 [100.0, 100.0] | 25.0 [" in text
+    assert "| delia | 3 | 2 | 98.8 [" in text
+    # failure and finish reasons per method and set, pooled over seeds
+    # (columns: replies, ok, cut_at_budget, no_brace, wrong_keys, finish stop, finish length, budget hits %)
+    assert "| cit | unseen | 80 | 40 | 0 | 0 | 40 | 80 | 0 | 0.0 |" in text
+    assert "| delia (ratio 3) | unseen | 80 | 79 | 1 | 0 | 0 | 79 | 1 | 1.2 |" in text
+    assert "| original | unseen | 40 | 0 | 0 | 40 | 0 | 40 | 0 | 0.0 |" in text
+    # label quality: ICL always says 'yes' (recall 100%) and scores 25%, below the 75% majority class
+    assert "| icl | unseen | 25.0 [10.0, 45.0] | 75.0 | 40.0 | 100.0 | 20.0 |" in text
+    # per-seed means with spread: DELIA seeds 100 and 97.5
+    assert "| delia (ratio 3) | 2 | 98.8 ± 1.8 (97.5–100.0) |" in text
+    assert (tmp_path / "figures/task_valid.png").stat().st_size > 1000
+    assert (tmp_path / "figures/paired_differences.png").stat().st_size > 1000
+    # a pure function of the saved files
+    assert build_report(tmp_path).read_text() == text
+
+
+def test_only_keys_both_methods_have_are_paired(tmp_path):
+    replies = {k: (lambda ex, ph: (VALID % "no", "stop")) for k in ("o", "c1", "c2", "d1", "d2", "i")}
+    write_experiment(tmp_path, replies)
+    for step in ("d1", "d2"):  # DELIA was evaluated on e00-e11 only
+        f = tmp_path / "steps/eval" / step / "predictions.jsonl"
+        f.write_text("".join(x + "\n" for x in f.read_text().splitlines() if int(json.loads(x)["example_id"][1:]) < 12))
+    text = build_report(tmp_path).read_text()
+    assert "| delia (ratio 3) | cit | unseen | task-valid | +0.0 | [+0.0, +0.0] | no | 12 | 24 | 2 / 2 |" in text
+
+
+def test_pairs_cover_every_cit_like_reference_once():
+    g = {m: Group(m, None, [{}], trained=m not in ("original", "icl")) for m in
+         ("original", "icl", "cit", "cit_steps", "delia", "wo_all")}
+    g["w_all"] = Group("w_all", None, [{}], True, twin_of="delia")
+    got = {(a.method, b.method) for a, b in pairs(list(g.values()))}
+    assert got == {("cit_steps", "cit"), ("delia", "cit"), ("wo_all", "cit"), ("delia", "cit_steps"),
+                   ("wo_all", "cit_steps"), ("delia", "original")}
