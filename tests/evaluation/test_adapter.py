@@ -1,5 +1,6 @@
 """`--adapter RUN`: the eval stage loads a finished training run through delia.training.load_trained, in the
-precision it trained in (runs forced to fp32 and to bf16 autocast, so every machine checks both)."""
+precision it trained in (runs forced to fp32 and to bf16 autocast, so every machine checks both; one run trains
+only the input row of <sep>, token_side input, whose reload unties the head)."""
 
 import json
 
@@ -11,20 +12,22 @@ from delia.evaluation.config import EvalConfig
 from delia.evaluation.hidden import concept_distances
 
 
-@pytest.fixture(scope="module", params=["fp32", "bf16"])
+@pytest.fixture(scope="module", params=[("fp32", None), ("bf16", None), ("bf16", "input")],
+                ids=["fp32", "bf16", "bf16-input"])
 def tiny_run(request, tiny_dir, tmp_path_factory):
     from delia.training import TrainConfig, run_train
 
-    d = tmp_path_factory.mktemp(f"adapter-{request.param}")
+    precision, side = request.param
+    d = tmp_path_factory.mktemp(f"adapter-{precision}")
     rows = [{"id": f"r{i}", "messages": [
         {"role": "user", "content": f"\nctx {i}\n\n\nCheck it, answer in <sep>."},
         {"role": "assistant", "content": f"{{'thought': 'x{i}', 'hallucination': 'no'}}"}]} for i in range(4)]
     (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = TrainConfig(data=str(d / "train.jsonl"), out=str(d / "run"), model=tiny_dir, batch_size=4,
                       micro_batch_size=2, max_steps=2, warmup_steps=0, learning_rate=1e-2, lora_dropout=0.0,
-                      max_length=64, report_to=["none"], precision=request.param)
+                      max_length=64, report_to=["none"], precision=precision, token_side=side)
     run_train(cfg)
-    return str(d / "run"), request.param
+    return str(d / "run"), precision
 
 
 def test_eval_with_adapter(tiny_run, tiny_dir, shared_data, tmp_path, monkeypatch):

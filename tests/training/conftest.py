@@ -66,7 +66,9 @@ def rows_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tiny_dir, tiny_untied_dir, rows_file, tmp_path_factory):
-    """trained(kind, precision) -> (TrainResult, trained PeftModel): each run trained once per module."""
+    """trained(kind, precision) -> (TrainResult, trained PeftModel): each run trained once per module.
+
+    kind: tied | untied (token_side unset: both rows) | tied-input | untied-input (token_side input)."""
     from delia.training import run_train
 
     runs: dict[tuple[str, str], tuple] = {}
@@ -74,19 +76,23 @@ def trained(tiny_dir, tiny_untied_dir, rows_file, tmp_path_factory):
     def get(kind: str, precision: str):
         if (kind, precision) not in runs:
             cap = Capture()
-            model_dir = tiny_dir if kind == "tied" else tiny_untied_dir
+            model_dir = tiny_dir if kind.startswith("tied") else tiny_untied_dir
+            side = {"token_side": "input"} if kind.endswith("-input") else {}
             out = tmp_path_factory.mktemp(f"{kind}-{precision}") / "run"
-            result = run_train(tiny_cfg(rows_file, out, model_dir, precision=precision), callbacks=[cap])
+            result = run_train(tiny_cfg(rows_file, out, model_dir, precision=precision, **side), callbacks=[cap])
             runs[kind, precision] = result, cap.model
         return runs[kind, precision]
 
     return get
 
 
-@pytest.fixture(params=[(k, p) for k in ("tied", "untied") for p in PRECISIONS], ids=lambda kp: "-".join(kp))
+KINDS = ["tied", "untied", "tied-input", "untied-input"]
+
+
+@pytest.fixture(params=[(k, p) for k in KINDS for p in PRECISIONS], ids=lambda kp: "-".join(kp))
 def run(request, trained):
-    """(TrainResult, trained PeftModel, base model dir, precision) for each kind of model and precision."""
+    """(TrainResult, trained PeftModel, base model dir, precision) for each kind of run and precision."""
     kind, precision = request.param
     result, model = trained(kind, precision)
-    base = request.getfixturevalue("tiny_dir" if kind == "tied" else "tiny_untied_dir")
+    base = request.getfixturevalue("tiny_dir" if kind.startswith("tied") else "tiny_untied_dir")
     return result, model, base, precision

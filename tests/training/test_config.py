@@ -69,3 +69,23 @@ def test_shipped_configs_validate(path):
 
 def test_configs_exist():
     assert CONFIGS, "configs/train_*.yaml missing"
+
+
+def test_token_side_validation_and_hashes(tmp_path):
+    from delia.config import config_hash, to_dict
+    from delia.training.train import RESUME_FREE, _resume_hash
+
+    assert TrainConfig().token_side is None  # unset = both, today's behaviour
+    y = tmp_path / "t.yaml"
+    y.write_text("lora_r: 8\ntoken_side: inptu\n")
+    with pytest.raises(ConfigError, match=r"t\.yaml.*token_side: 'inptu' is not one of input, both"):
+        load_config(TrainConfig, y)
+    with pytest.raises(ConfigError, match="needs train_new_tokens=true"):
+        load_config(TrainConfig, None, ["token_side=input", "train_new_tokens=false"])
+    assert load_config(TrainConfig, None, ["token_side=input"]).token_side == "input"
+    # runs recorded before the field existed keep their resume/finished hash; setting it changes the hash
+    cfg = TrainConfig(data="d.jsonl", out="o")
+    before = config_hash({k: v for k, v in to_dict(cfg).items() if k not in RESUME_FREE and k != "token_side"})
+    assert _resume_hash(cfg) == before
+    assert _resume_hash(TrainConfig(data="d.jsonl", out="o", token_side="input")) != before
+    assert _resume_hash(TrainConfig(data="d.jsonl", out="o", token_side="both")) != before

@@ -37,7 +37,7 @@ def make_trainer(model_dir: str, tmp_path):
     from trl import SFTTrainer
 
     from delia.models import add_special_tokens, load_model
-    from delia.training.train import _patch_fused_head
+    from delia.training.compat import patch_fused_head
 
     data = write_rows(tmp_path / "d.jsonl", n=6)
     cfg = tiny_cfg(data, tmp_path / "run", model_dir)
@@ -50,7 +50,7 @@ def make_trainer(model_dir: str, tmp_path):
                             for r in prepared.rows])
     trainer = SFTTrainer(model=model, args=sft_config(cfg, tmp_path / "run", 2, 2, False, 1), train_dataset=ds,
                          processing_class=tok, peft_config=lora_config(cfg, model, info.ids))
-    _patch_fused_head(trainer.model)
+    patch_fused_head(trainer.model)
     return trainer, masks
 
 
@@ -117,7 +117,7 @@ def test_compact_head_gives_the_same_loss_and_gradients(tiny_untied_dir, tmp_pat
     """Scoring only the reply positions on CPU changes nothing but the work done."""
     import trl.trainer.utils as trl_utils
 
-    from delia.training.train import compact_fused_head
+    from delia.training.compat import compact_fused_head
 
     scored = []
     kernel = trl_utils._ChunkedLogProbFunction

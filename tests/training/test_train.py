@@ -45,12 +45,19 @@ def logits(model, ids: torch.Tensor, autocast: str | None = None) -> torch.Tenso
         return model(input_ids=ids).logits.float()
 
 
+def given_side(result) -> str:
+    """The token side the run was asked for (its config; unset means both)."""
+    return read_run_meta(result.run_dir)["config"]["token_side"] or "both"
+
+
 def test_base_weights_bit_identical(run):
     result, model, base, precision = run
     ref, _, _ = fresh_base(base)
-    ref_params = dict(ref.named_parameters())
+    # with duplicates: a tied model's head weight is compared too, and must still equal the (initial) embedding
+    # when token_side=input gave the head its own copy
+    ref_params = dict(ref.named_parameters(remove_duplicate=False))
     checked = set()
-    for name, p in model.get_base_model().named_parameters():
+    for name, p in model.get_base_model().named_parameters(remove_duplicate=False):
         if "lora_" in name or "trainable_tokens" in name:
             continue
         key = name.replace(".base_layer", "").replace(".token_adapter", "").replace(".original_module", "")
@@ -64,21 +71,54 @@ def test_base_weights_bit_identical(run):
 def test_adapter_and_token_rows_changed(run):
     result, model, base, precision = run
     ref, tok, info = fresh_base(base)
-    sep = info.ids[0]
-    assert read_run_meta(result.run_dir)["tied"] is is_tied(ref)
+    sep, side = info.ids[0], given_side(result)
+    meta = read_run_meta(result.run_dir)
+    assert meta["tied"] is is_tied(ref) and meta["token_side"] == side
+    assert meta["untied_head"] is (side == "input" and is_tied(ref))
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # B starts at zero
     emb = model.get_input_embeddings()
     new_in = emb.weight[sep]  # the wrapper serves the merged matrix
-    assert not torch.allclose(new_in, ref.get_input_embeddings().weight[sep])
-    out = model.get_base_model().get_output_embeddings().weight[sep]
-    if is_tied(ref):
-        assert torch.equal(out, new_in)  # one row, shared by both sides
+    ref_in, ref_out = ref.get_input_embeddings().weight, ref.get_output_embeddings().weight
+    assert not torch.allclose(new_in, ref_in[sep])
+    out = model.get_base_model().get_output_embeddings().weight
+    if side == "input":
+        # the head is a plain frozen layer holding the initial matrix: <sep>'s output row never moved
+        assert torch.equal(out, ref_out) and not out.requires_grad and out is not emb.weight
+        assert type(model.get_output_embeddings()) is torch.nn.Linear
+    elif is_tied(ref):
+        assert torch.equal(out[sep], new_in)  # one row, shared by both sides
     else:
-        assert not torch.allclose(out, ref.get_output_embeddings().weight[sep])
-        assert not torch.equal(out, new_in)
-    # any other row of the effective matrices is the base row
-    assert torch.equal(emb.weight[:sep], ref.get_input_embeddings().weight[:sep])
+        assert not torch.allclose(out[sep], ref_out[sep])
+        assert not torch.equal(out[sep], new_in)
+    # any other row of the effective input matrix is the base row
+    assert torch.equal(emb.weight[:sep], ref_in[:sep]) and torch.equal(emb.weight[sep + 1:], ref_in[sep + 1:])
+
+
+def test_output_logits_come_from_the_initial_head_only_with_input_side(run):
+    """The logits the trained model computes equal the initial head applied to its final hidden states, bit
+    for bit, exactly when token_side=input (recomputed inside the head's call, so under the same autocast);
+    with both sides the <sep> column differs."""
+    result, model, base, precision = run
+    ref, tok, info = fresh_base(base)
+    initial = ref.get_output_embeddings().weight
+    got = []
+
+    def hook(module, args, output):
+        got.append((output, torch.nn.functional.linear(args[0], initial)))
+
+    handle = model.get_output_embeddings().register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            model.eval()(input_ids=sample_ids(tok))
+    finally:
+        handle.remove()
+    (trained_logits, initial_logits), = got
+    sep = info.ids[0]
+    if given_side(result) == "input":
+        assert torch.equal(trained_logits, initial_logits)
+    else:
+        assert not torch.allclose(trained_logits[..., sep], initial_logits[..., sep])
 
 
 def test_loss_falls_and_log_written(run):
@@ -149,7 +189,19 @@ def test_plain_transformers_peft_reload(run):
     result, model, base, precision = run
     tok = AutoTokenizer.from_pretrained(result.run_dir)
     plain = AutoModelForCausalLM.from_pretrained(base)
-    plain.resize_token_embeddings(read_run_meta(result.run_dir)["special_tokens"]["new_rows"])
+    meta = read_run_meta(result.run_dir)
+    plain.resize_token_embeddings(meta["special_tokens"]["new_rows"])
+    if meta["token_side"] == "input":
+        # the output rows are not in the adapter: write the initial rows back (resize's own init differs), and
+        # on a tied base give the head its own copy, as training did
+        rows, old = load_file(str(result.run_dir / "new_rows.safetensors")), meta["special_tokens"]["old_rows"]
+        with torch.no_grad():
+            plain.get_input_embeddings().weight[old:] = rows["input"]
+            if "output" in rows:
+                plain.get_output_embeddings().weight[old:] = rows["output"]
+        if meta["untied_head"]:
+            plain.lm_head.weight = torch.nn.Parameter(plain.lm_head.weight.detach().clone())
+            plain.config.tie_word_embeddings = False
     plain = PeftModel.from_pretrained(plain, str(result.run_dir)).eval()
     ids = sample_ids(tok)
     model.eval()
@@ -207,18 +259,24 @@ def test_resume_continues_from_checkpoint(trained, precision, tiny_dir, rows_fil
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_merge_writes_a_plain_model(precision, tiny_dir, rows_file, tmp_path):
+@pytest.mark.parametrize("side", [None, "input"])
+def test_merge_writes_a_plain_model(side, precision, tiny_dir, rows_file, tmp_path):
     """--merge on a tied model: a plain transformers model of fp32 weights that, run as trained (under the
     recorded autocast), gives the logits of the run merged in memory bit for bit, and the adapter's within
-    the merge's rounding."""
+    the merge's rounding. With token_side input it is an untied model whose head is the initial matrix."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     result = run_train(tiny_cfg(rows_file, tmp_path / "run", tiny_dir, max_steps=1, merge=True,
-                                precision=precision))
+                                precision=precision, token_side=side))
     merged_dir = result.run_dir / "merged"
     plain = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
     tok = AutoTokenizer.from_pretrained(merged_dir)
-    assert is_tied(plain) and "<sep>" in tok.get_vocab() and plain.dtype == torch.float32
+    assert is_tied(plain) is (side is None) and "<sep>" in tok.get_vocab() and plain.dtype == torch.float32
+    if side == "input":
+        ref, _, info = fresh_base(tiny_dir)
+        sep = info.ids[0]
+        assert torch.equal(plain.lm_head.weight, ref.lm_head.weight)
+        assert not torch.equal(plain.get_input_embeddings().weight[sep], ref.get_input_embeddings().weight[sep])
     assert json.loads((merged_dir / "delia_dtype.json").read_text()) == {"weights": "fp32",
                                                                          "autocast": AUTOCAST[precision]}
     merged = load_model(str(merged_dir))  # dtype auto: as recorded in delia_dtype.json

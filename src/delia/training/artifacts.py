@@ -5,7 +5,8 @@ RUN/ layout (format 1):
     tokenizer*.json, special_tokens_map.json ...      the tokenizer with the new token(s)
     new_rows.safetensors                              the embedding rows added by the resize, as initialised
     delia_run.json                                    base model + identity, special-token info, resolved config,
-                                                      the precision trained in (`dtype`, restored on reload)
+                                                      the precision trained in (`dtype`, restored on reload),
+                                                      the token side and whether the head was untied
     train_log.json                                    loss, learning rate and tokens/s per logged step
     checkpoints/checkpoint-N/                         Trainer checkpoints (resume)
     tensorboard/                                      TensorBoard event files
@@ -77,13 +78,16 @@ def save_new_rows(model, old_rows: int, path: str | Path) -> None:
     save_file(tensors, str(path))
 
 
-def continue_from(run_dir: str | Path, model, info, base: str) -> None:
+def continue_from(run_dir: str | Path, model, info, base: str, side: str | None = None) -> None:
     """Prepare `model` (resized by `add_special_tokens` as in that run) to continue a finished run: check the
-    base and tokens match and write back the run's initial token rows. Wrap it with the run's adapter afterwards
-    (`PeftModel.from_pretrained(model, run_dir, is_trainable=True)`).
+    base, tokens and token side match and write back the run's initial token rows. Wrap it with the run's
+    adapter afterwards (`PeftModel.from_pretrained(model, run_dir, is_trainable=True)`), after untying the head
+    as that run did (`untied_head`).
 
+    Args:
+        side: this run's token side ('input' / 'both'; None when it trains no token row).
     Raises:
-        RunError: not a finished run, another base model, or other special tokens.
+        RunError: not a finished run, another base model, other special tokens or another token side.
     """
     import torch
     from safetensors.torch import load_file
@@ -98,6 +102,9 @@ def continue_from(run_dir: str | Path, model, info, base: str) -> None:
     if st["tokens"] != (info.tokens if info else []) or st["ids"] != (info.ids if info else []):
         raise RunError(f"{run_dir}: its special tokens {st['tokens']} (ids {st['ids']}) differ from this run's; "
                        f"init_adapter needs the same special_tokens")
+    if meta.get("trained_token_ids") and side is not None and run_side(meta) != side:
+        raise RunError(f"{run_dir}: trained token_side={run_side(meta)}, this run asks {side}; init_adapter "
+                       f"continues that run's token rows, set token_side: {run_side(meta)}")
     if not st["tokens"]:
         return
     rows = load_file(str(run_dir / ROWS_FILE))
@@ -105,6 +112,11 @@ def continue_from(run_dir: str | Path, model, info, base: str) -> None:
         model.get_input_embeddings().weight[st["old_rows"]:] = rows["input"]
         if "output" in rows:
             model.get_output_embeddings().weight[st["old_rows"]:] = rows["output"]
+
+
+def run_side(meta: dict[str, Any]) -> str:
+    """The token side a run trained ('both' for runs that predate the option)."""
+    return meta.get("token_side") or "both"
 
 
 def restore_new_rows(model, new_rows: int, old_rows: int, path: str | Path | None) -> None:
@@ -195,6 +207,10 @@ def load_trained(run_dir: str | Path, dtype: str = "auto", device: str = "cpu", 
     tok = AutoTokenizer.from_pretrained(str(run_dir))
     info = meta["special_tokens"]
     restore_new_rows(model, info["new_rows"], info["old_rows"], run_dir / ROWS_FILE)
+    if meta.get("untied_head"):  # token_side input on a tied base: the head kept the initial rows, untied
+        from delia.training.compat import untie_output_embeddings
+
+        untie_output_embeddings(model)
     for token, tid in zip(info["tokens"], info["ids"]):
         if tok.convert_tokens_to_ids(token) != tid:
             raise RunError(f"{run_dir}: tokenizer maps {token!r} to {tok.convert_tokens_to_ids(token)}, "

@@ -28,6 +28,11 @@ class TrainConfig:
     token_sigma: float | None = opt(None, help="Std for token_init=random (default: config.initializer_range).")
     pad_vocab_to: int | None = opt(None, help="Round the embedding rows up to a multiple (the authors used 64).")
     train_new_tokens: bool = opt(True, help="Train the new tokens' rows (input, and output when untied).")
+    # None (unset) is `both`, so configs and experiment step hashes from before the option stay as they were.
+    token_side: str | None = opt(None, help="Which rows of the new tokens train: both (unset: the input and the "
+                                            "output row; one shared row on tied models) | input (the input row "
+                                            "only; the LM head keeps the initial row, tied models get an "
+                                            "untied frozen head).")
 
     # LoRA
     lora_r: int = opt(16, help="LoRA rank.")
@@ -75,6 +80,11 @@ class TrainConfig:
             raise ConfigError(f"token_init: {self.token_init!r} is not one of random, mean, mean_vocab")
         if self.token_init == "mean" and not self.token_description:
             raise ConfigError("token_init=mean needs token_description (the text whose tokens are averaged)")
+        if self.token_side not in (None, "input", "both"):
+            raise ConfigError(f"token_side: {self.token_side!r} is not one of input, both")
+        if self.token_side is not None and not self.train_new_tokens:
+            raise ConfigError(f"token_side={self.token_side} needs train_new_tokens=true (with false no token row "
+                              f"trains)")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"precision: {self.precision!r} is not one of auto, bf16, fp32")
         if self.batching not in ("rebalance", "random", "packed"):

@@ -4,13 +4,13 @@ Reads top to bottom: resolve the run directory -> read and tokenize the data -> 
 special tokens -> build LoraConfig + SFTConfig -> train (resuming from the last checkpoint) -> save artifacts.
 
 The new tokens' rows are trained with PEFT's `trainable_token_indices` on both the input and the output
-embedding (PEFT ties the two wrappers on tied models); see docs/training.md for why this and not LoRA or
+embedding (PEFT ties the two wrappers on tied models), or with `token_side: input` on the input embedding
+only (a tied model's head first gets its own frozen copy); see docs/training.md for why this and not LoRA or
 `modules_to_save` on `embed_tokens`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -27,6 +27,7 @@ import torch
 from delia.config import ConfigError, config_hash, save_config, to_dict
 from delia.precision import SHORT, Precision, write_recorded
 from delia.training.artifacts import LOG_FILE, ROWS_FILE, RUN_FILE, RunError, continue_from, save_new_rows, write_json
+from delia.training.compat import compact_fused_head, patch_fused_head, untie_output_embeddings
 from delia.training.config import TrainConfig, effective_batch
 from delia.training.data import manifest_special_tokens, padding_fraction, prepare_rows, read_training_records
 
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 # Fields that may change between an interrupted run and its resumption without changing what is trained.
 RESUME_FREE = ("out", "resume", "merge", "report_to", "max_steps", "logging_steps", "save_steps",
                "save_total_limit", "threads", "compact_head")
+# Fields added after runs were recorded: unset, they leave the resume/finished hashes, so those runs still
+# resume and are still recognised as finished.
+LATE_OPTIONAL = ("token_side",)
 
 
 @dataclass
@@ -88,7 +92,8 @@ def _checkpoints(run_dir: Path) -> list[Path]:
 
 
 def _resume_hash(cfg: TrainConfig, free: tuple[str, ...] = RESUME_FREE) -> str:
-    return config_hash({k: v for k, v in to_dict(cfg).items() if k not in free})
+    return config_hash({k: v for k, v in to_dict(cfg).items()
+                        if k not in free and not (k in LATE_OPTIONAL and v is None)})
 
 
 def _finished_hash(cfg: TrainConfig) -> str:
@@ -100,8 +105,18 @@ def _module_name(model, module) -> str:
     return next(n for n, m in model.named_modules() if m is module)
 
 
+def token_side(cfg: TrainConfig) -> str:
+    """The rows of the new tokens that train: 'both' (input and output; unset means this) or 'input'."""
+    return cfg.token_side or "both"
+
+
 def lora_config(cfg: TrainConfig, model, token_ids: list[int]):
-    """PEFT LoraConfig: LoRA on `target_modules` plus the new tokens' rows on both embedding sides."""
+    """PEFT LoraConfig: LoRA on `target_modules` plus the new tokens' rows on the input embedding, and with
+    token_side both on the output embedding too.
+
+    With token_side input a tied model must have been untied first (`compat.untie_output_embeddings`):
+    PEFT ties a tied model's head to the input rows' adapter even when only the input embedding is named.
+    """
     from peft import LoraConfig
 
     from delia.models import is_tied
@@ -109,10 +124,12 @@ def lora_config(cfg: TrainConfig, model, token_ids: list[int]):
     trainable = None
     if cfg.train_new_tokens and token_ids:
         trainable = {_module_name(model, model.get_input_embeddings()): token_ids}
-        if model.get_output_embeddings() is not None:
+        if token_side(cfg) == "both" and model.get_output_embeddings() is not None:
             # On a tied model PEFT sees both names share a weight and wraps the head with a tied adapter
             # (one delta for both sides); on an untied model the head gets its own trainable rows.
             trainable[_module_name(model, model.get_output_embeddings())] = token_ids
+        elif is_tied(model):
+            raise ValueError("token_side=input on a tied model: untie the output embedding first")
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM",
                       trainable_token_indices=trainable, ensure_weight_tying=bool(trainable) and is_tied(model))
@@ -159,43 +176,6 @@ def expected_padding(lengths: list[int], cfg: TrainConfig, effective: int, micro
         return padding_fraction(lengths, list(sampler))
     order = random.Random(cfg.seed).sample(range(len(lengths)), len(lengths))
     return padding_fraction(lengths, [order[i:i + micro] for i in range(0, len(order), micro)])
-
-
-def _patch_fused_head(peft_model) -> None:
-    """Let TRL's fused LM head read `.bias` on PEFT's token wrapper around the output embedding.
-
-    TRL 1.16 computes the loss from `lm_head.weight` and `lm_head.bias` directly. PEFT's
-    `TrainableTokensWrapper` serves `.weight` as the merged matrix (base rows + trained rows, so gradients
-    reach the new rows) but has no `.bias`, which crashes at step 1. Exposing the base layer's bias on the
-    wrapper instance is all that is missing.
-    """
-    from peft.utils.other import TrainableTokensWrapper
-
-    head = peft_model.get_output_embeddings()
-    if isinstance(head, TrainableTokensWrapper) and "bias" not in vars(head):
-        object.__setattr__(head, "bias", getattr(head.original_module, "bias", None))
-
-
-@contextlib.contextmanager
-def compact_fused_head(enabled: bool = True):
-    """Within the block, TRL's fused LM head scores only the positions that carry loss, on CPU too.
-
-    TRL 1.16 compacts to the loss positions only on Triton devices (CUDA/XPU) and scores every position
-    elsewhere, to keep tile shapes static for graph compilers (Neuron). CPU eager mode has nothing to
-    recompile, and with prompts ~70% of the tokens most of the head's matmuls and 49k-column softmaxes would
-    be wasted. The switch is TRL's own module-level device check, swapped for the block and restored after.
-    """
-    import trl.trainer.utils as trl_utils
-
-    original = getattr(trl_utils, "_use_triton", None)
-    if not enabled or original is None:
-        yield
-        return
-    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = original
 
 
 def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
@@ -255,8 +235,10 @@ def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
     info = add_special_tokens(model, tokenizer, tokens, init=cfg.token_init,
                               description=cfg.token_description or None, seed=cfg.token_seed,
                               sigma=cfg.token_sigma, pad_to_multiple_of=cfg.pad_vocab_to) if tokens else None
+    token_ids = sorted(set(info.ids)) if info else []
+    side = token_side(cfg) if cfg.train_new_tokens and token_ids else None  # None: no token row trains
     if cfg.init_adapter:  # a second stage starts from that run's token rows (its adapter is applied below)
-        continue_from(cfg.init_adapter, model, info, cfg.model)
+        continue_from(cfg.init_adapter, model, info, cfg.model, side)
     data = prepare_rows(records, tokenizer, cfg.max_length)
     unused = [t for t, i in zip(tokens, info.ids if info else []) if not any(i in r["input_ids"] for r in data.rows)]
     if unused:
@@ -279,8 +261,12 @@ def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
 
     # ---- trainer
-    token_ids = sorted(set(info.ids)) if info else []
-    tied = is_tied(model)  # before PEFT wraps the head (the wrapper serves a merged copy of the weight)
+    tied = is_tied(model)  # the base's tying, before any untying or PEFT wrapping of the head
+    untie_head = tied and side == "input"
+    if untie_head:
+        # The head gets its own frozen copy of the initial matrix, so only the input rows train and the output
+        # rows keep their initial values; load_trained unties the same way before applying the adapter.
+        untie_output_embeddings(model)
     args = sft_config(cfg, run_dir, micro, accum, bf16, world_size)
     history = _read_log(run_dir / LOG_FILE) if resume_from else []
     train_log = TrainLog(run_dir / LOG_FILE, history)
@@ -297,7 +283,7 @@ def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
                              peft_config=peft_config, callbacks=list(callbacks or []))
     trainer.callback_handler.callbacks.insert(0, train_log)  # first, so tokens/s reaches every logger
     peft_model = trainer.model
-    _patch_fused_head(peft_model)
+    patch_fused_head(peft_model)
     # The adapter must not carry full embedding copies (PEFT 'auto' saves them once the vocab was resized,
     # ~113 MB each for SmolLM2): the trained rows are in the adapter, the rest is rebuilt from the base.
     peft_model.save_pretrained = functools.partial(type(peft_model).save_pretrained, peft_model,
@@ -320,6 +306,7 @@ def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
             "base_identity": model_identity(cfg.model), "tied": tied,
             "special_tokens": info.to_dict() if info else {"tokens": [], "ids": [], "old_rows": 0, "new_rows": 0},
             "trained_token_ids": token_ids if cfg.train_new_tokens else [],
+            "token_side": side, "untied_head": untie_head,  # load_trained unties the head when untied_head
             "unused_special_tokens": unused,
             "data": {"path": str(cfg.data), **data.summary()},
             "batch": {"effective": effective, "micro": micro, "accum": accum, "processes": world_size,

@@ -1,0 +1,73 @@
+"""Every place delia relies on TRL, PEFT or transformers internals, one shim per function.
+
+Each shim is covered by tests/training/test_compat.py, which fails loudly (naming the library and what moved)
+when an upgrade changes the behaviour the shim depends on.
+
+- `patch_fused_head`: TRL 1.16's fused LM head reads `lm_head.bias`, which PEFT's token wrapper lacks.
+- `compact_fused_head`: TRL 1.16's device check (`trl.trainer.utils._use_triton`), switched for CPU.
+- `untie_output_embeddings`: gives a tied model's LM head its own copy of the embedding so that PEFT, which
+  decides from `config.tie_word_embeddings` whether to tie a head to the embedding's token adapter, trains the
+  input rows alone; transformers 5 caches the tied pairs in `all_tied_weights_keys`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def patch_fused_head(peft_model) -> None:
+    """Let TRL's fused LM head read `.bias` on PEFT's token wrapper around the output embedding.
+
+    TRL 1.16 computes the loss from `lm_head.weight` and `lm_head.bias` directly. PEFT's
+    `TrainableTokensWrapper` serves `.weight` as the merged matrix (base rows + trained rows, so gradients
+    reach the new rows) but has no `.bias`, which crashes at step 1. Exposing the base layer's bias on the
+    wrapper instance is all that is missing.
+    """
+    from peft.utils.other import TrainableTokensWrapper
+
+    head = peft_model.get_output_embeddings()
+    if isinstance(head, TrainableTokensWrapper) and "bias" not in vars(head):
+        object.__setattr__(head, "bias", getattr(head.original_module, "bias", None))
+
+
+@contextlib.contextmanager
+def compact_fused_head(enabled: bool = True):
+    """Within the block, TRL's fused LM head scores only the positions that carry loss, on CPU too.
+
+    TRL 1.16 compacts to the loss positions only on Triton devices (CUDA/XPU) and scores every position
+    elsewhere, to keep tile shapes static for graph compilers (Neuron). CPU eager mode has nothing to
+    recompile, and with prompts ~70% of the tokens most of the head's matmuls and 49k-column softmaxes would
+    be wasted. The switch is TRL's own module-level device check, swapped for the block and restored after.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if not enabled or original is None:
+        yield
+        return
+    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
+def untie_output_embeddings(model) -> None:
+    """Give a tied model's LM head its own frozen copy of the (resized, initialised) embedding matrix.
+
+    Every row stays bit-identical; afterwards the model is an ordinary untied model (config, tensors and
+    transformers' tied-pair cache agree), so PEFT's `trainable_token_indices` on the input embedding alone no
+    longer wraps the head with a tied adapter, merging writes the trained rows into the input matrix only, and
+    a merged model saves both matrices. Costs one vocab x hidden matrix of memory.
+    """
+    head, emb = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is None or head.weight is not emb.weight:
+        raise ValueError("untie_output_embeddings: the model's input and output embeddings are not tied")
+    head.weight = torch.nn.Parameter(emb.weight.detach().clone(), requires_grad=False)
+    for config in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
+        config.tie_word_embeddings = False
+    # transformers 5 re-ties from this cache (tie_weights(recompute_mapping=False), e.g. in init_weights)
+    if hasattr(model, "all_tied_weights_keys"):
+        model.all_tied_weights_keys = model.get_expanded_tied_weights_keys(all_submodels=True)
