@@ -27,5 +27,5 @@ def test_demo_preset_shrunk_runs_on_the_embedded_model(tmp_path, monkeypatch, sh
     assert not out.failed and not out.blocked, out.failed
     results = json.loads((tmp_path / "demo/results.json").read_text())
     assert {r["method"] for r in results} == {"original", "cit", "delia"}
-    assert all(r["metrics"]["seen.n"] == 2 for r in results)
+    assert all(r["metrics"]["unseen.n"] == 2 for r in results)
     assert "## Main results" in build_report(tmp_path / "demo").read_text()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from delia.experiments import compare, tables
+from delia.experiments import compare, drift_tables, tables
 from delia.experiments.compare import Group, groups, interval, md_table
 from delia.experiments.results import PAPER_ORDER, Results  # noqa: F401  (re-exported for callers)
 from delia.experiments.tables import cell, pct
@@ -46,8 +46,11 @@ def build_report(root: str | Path) -> Path:
              f"{len(res.rows)} runs; methods {', '.join(res.methods)}; sizes {res.sizes or '–'}; "
              f"ratios {res.ratios or '–'}. Rebuilt from saved results only.", ""]
     lines += compare.verdict(comps, majority, budget_cells) if sets else []
+    drift_lines = drift_tables.drift_verdict(res, gs)
+    lines += (drift_lines + [""]) if drift_lines else []
     for part in (tables.main_table(res, gs, sets), tables.label_table(res, gs, sets), fail_lines,
-                 compare.comparison_table(comps), tables.seeds_table(res, gs, sets), table1(res), table2(res, sets),
+                 compare.comparison_table(comps), drift_tables.drift_section(res, gs),
+                 tables.seeds_table(res, gs, sets), table1(res), table2(res, sets),
                  table3(res), table4(res, sets), tables.robustness(res, gs), ratio_table(res)):
         lines += part + ([""] if part else [])
     lines += ["## Figures", ""]
