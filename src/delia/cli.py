@@ -7,9 +7,11 @@ Stage packages add their own subcommands: each module listed in `COMMAND_MODULES
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -138,12 +140,36 @@ for _mod in COMMAND_MODULES:
     importlib.import_module(_mod).register(app)
 
 
+def os_error_message(e: OSError) -> str:
+    """One line for a failed read or write: the path, the system's reason, and what to do when it is clear."""
+    hint = {errno.ENOSPC: " (the disk is full: free space and rerun; finished work is kept)",
+            errno.EACCES: " (no permission: choose a writable location)",
+            errno.EROFS: " (read-only file system: choose a writable location)",
+            errno.EISDIR: " (a directory, where a file was expected)",
+            errno.ENOTDIR: " (a path component is a file, not a directory)"}.get(e.errno, "")
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}{hint}"
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM (a scheduler, `kill`, `timeout`) takes the same clean path as Ctrl-C: work already finished is
+    # kept, the running stage says how to resume.
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
 def main() -> None:
-    """Console entry point: run the app; expected errors print one line instead of a traceback."""
+    """Console entry point: run the app; expected errors print one line instead of a traceback (exit 2)."""
+    from rich.markup import escape
+
     from delia.errors import USER_ERRORS
 
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except USER_ERRORS as e:
-        console.print(f"[red]error:[/red] {e}")
+        text = os_error_message(e) if isinstance(e, OSError) and e.errno else str(e)
+        console.print(f"[red]error:[/red] {escape(text)}", highlight=False)
+        sys.exit(2)
+    except OSError as e:  # unreadable input, unwritable / full / missing output location
+        console.print(f"[red]error:[/red] {escape(os_error_message(e))}", highlight=False)
         sys.exit(2)

@@ -60,6 +60,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, bool) and value not in allowed:  # YAML 1.1 reads on/off/yes/no as booleans
+            value = next((w for w in (("on", "yes", "true") if value else ("off", "no", "false"))
+                          if w in allowed), value)
         if value not in allowed:
             raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
         return value
@@ -189,8 +192,10 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """Write the resolved config as YAML (atomically)."""
+    from delia.files import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def describe(cls: type) -> list[tuple[str, str, str]]:

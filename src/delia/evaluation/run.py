@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from delia.config import ConfigError, save_config
+from delia.data.jsonl import AppendLog, dumps_line
 from delia.evaluation import metrics as M
 from delia.evaluation.config import EvalConfig
 from delia.evaluation.instructions import Instruction, assign, load_set, parse_spec, vary
 from delia.evaluation.parsing import check_keys, extract_label, object_closed, parse_output
 from delia.evaluation.prompts import (clean_translation, halu_example, halu_prompt, translation_done,
                                       translation_example, translation_prompt)
+from delia.files import atomic_write, write_text_atomic
 
 log = logging.getLogger(__name__)
 HALU_METRICS = ["format_accuracy", "format_accuracy_strict", "label_accuracy", "label_precision", "label_recall",
@@ -153,21 +155,19 @@ def generate_rows(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[s
                         cfg.decoder and [cfg.decoder, cfg.hook_options]], sort_keys=True, default=str)
     keys = [hashlib.sha256((ident + render_prompt(tok, r.prompt)).encode()).hexdigest() for r in rows]
     cache_path = Path(cfg.out) / "generations.jsonl"
+    if not cfg.resume:
+        cache_path.unlink(missing_ok=True)
+    # the sample cache's file mechanics: a torn last line is cut on open, appends are fsynced
+    store = AppendLog(cache_path, complete=lambda d: isinstance(d, dict) and "key" in d and "text" in d)
+    store.open()
     cache: dict[str, Generation] = {}
-    if cfg.resume and cache_path.exists():
-        for line in cache_path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by an interrupted write: that row is generated again
-                log.warning("%s: skipping a truncated line", cache_path)
-                continue
-            if d:
-                key = d.pop("key")
-                cache[key] = Generation(**d)
-    elif cache_path.exists():
-        cache_path.unlink()
+    for line, d, reason in store.rows():
+        try:
+            key = d.pop("key")
+            cache[key] = Generation(**d)
+        except (AttributeError, KeyError, TypeError):  # not a cache row: that row is generated again
+            log.warning("%s:%d: not a generation row (%s); it is generated again", cache_path, line,
+                        reason or "unexpected keys")
     todo = [i for i, k in enumerate(keys) if k not in cache]
     stop_fn = None
     if g.stop_early:
@@ -177,21 +177,23 @@ def generate_rows(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[s
 
     def on_batch(idx: list[int], gens: list) -> None:
         nonlocal tokens
-        with cache_path.open("a", encoding="utf-8") as f:
-            for j, gen in zip(idx, gens):
-                cache[keys[todo[j]]] = gen
-                f.write(json.dumps({"key": keys[todo[j]], **gen.__dict__}, ensure_ascii=False) + "\n")
+        store.append([{"key": keys[todo[j]], **gen.__dict__} for j, gen in zip(idx, gens)])
+        for j, gen in zip(idx, gens):
+            cache[keys[todo[j]]] = gen
         tokens += sum(x.n_new_tokens for x in gens)
         bar.update(len(gens))
         bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - t0, 1e-9):.1f}")
 
     if cfg.decoder:  # a baseline's decoder (language-model arithmetic) replaces batched generation
         generate = partial(_hooks().DECODERS.get(cfg.decoder), **cfg.hook_options)
-    if todo:
-        log.info("%d of %d rows to generate (%d cached)", len(todo), len(rows), len(rows) - len(todo))
-        generate(model, tok, [rows[i].prompt for i in todo], params, batch_size=g.batch_size, stop_fn=stop_fn,
-                 on_batch=on_batch)
-    bar.close()
+    try:
+        if todo:
+            log.info("%d of %d rows to generate (%d cached)", len(todo), len(rows), len(rows) - len(todo))
+            generate(model, tok, [rows[i].prompt for i in todo], params, batch_size=g.batch_size, stop_fn=stop_fn,
+                     on_batch=on_batch)
+    finally:
+        store.close()
+        bar.close()
     secs = time.perf_counter() - t0
     speed = {"rows_generated": len(todo), "rows_cached": len(rows) - len(todo), "seconds": round(secs, 2),
              # one prompt = one example under one instruction; examples_per_s is the same number (kept by name
@@ -335,23 +337,31 @@ def _clean(obj: Any) -> Any:
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate `cfg.model` (+ `cfg.adapter`) on `cfg.data`; write OUT/{metrics.json, predictions.jsonl,
-    summary.md, *.png, config.yaml, generations.jsonl}.
+    summary.md, *.png, config.yaml, generations.jsonl}. The prompts are built (and the data validated) before
+    OUT is created; OUT is locked while the stage runs.
 
     Returns:
         The metrics dict written to metrics.json.
     """
-    from delia.evaluation.report import write_plots, write_summary
+    from delia.data import DataError, Problem
+    from delia.files import locked_dir
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-
-    # 1. prompts (a baseline's prompt hook may rewrite them: ICL demonstrations, DiPMT hints)
+    # 1. prompts (a baseline's prompt hook may rewrite them: ICL demonstrations, DiPMT hints), before any
+    # output exists: bad input fails with nothing written
     rows = halu_rows(cfg) if cfg.task == "halu" else translation_rows(cfg)
     if cfg.prompt_hook:
         rows = _hooks().PROMPT_HOOKS.get(cfg.prompt_hook)(rows, cfg, **cfg.hook_options)
     if not rows:
-        raise ValueError(f"{cfg.data}: no examples to evaluate")
+        raise DataError([Problem(cfg.data, 1, "no examples to evaluate")])
+    with locked_dir(cfg.out, "evaluation output"):  # a second `delia eval` on OUT fails at once
+        return _evaluate(cfg, rows)
+
+
+def _evaluate(cfg: EvalConfig, rows: list[EvalRow]) -> dict[str, Any]:
+    from delia.evaluation.report import write_plots, write_summary
+
+    out = Path(cfg.out)
+    save_config(cfg, out / "config.yaml")
 
     # 2. model
     if cfg.threads:
@@ -368,9 +378,9 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 
     # 5. metrics with bootstrap intervals
     task_metrics = halu_metrics(preds, cfg) if cfg.task == "halu" else translation_metrics(preds, cfg)
-    with (out / "predictions.jsonl").open("w", encoding="utf-8") as f:
+    with atomic_write(out / "predictions.jsonl") as f:
         for p in preds:
-            f.write(json.dumps(_clean(p), ensure_ascii=False) + "\n")
+            f.write(dumps_line(_clean(p)) + "\n")
 
     # 6. analyses (loss, state space, hidden-state alignment)
     extra = analyses(model, tok, rows, cfg, info)
@@ -380,7 +390,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
                       "n_examples": len({r.example_id for r in rows}), "n_rows": len(rows),
                       "instructions": cfg.halu.instructions if cfg.task == "halu" else None,
                       **task_metrics, **extra, "speed": speed})
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(out / "metrics.json", dumps_line(metrics, indent=2) + "\n")
     metrics["plots"] = write_plots(metrics, out)
     write_summary(metrics, out / "summary.md")
     return metrics
