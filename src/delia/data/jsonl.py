@@ -106,14 +106,18 @@ def read_text_lines(path: str | Path) -> list[str]:
     """Lines of a UTF-8 text file split at "\\n" only (never at U+2028 or other Unicode breaks).
 
     Raises:
-        ValueError: the file is not UTF-8 (the message names FILE:LINE).
+        DataError: the file is a directory or not UTF-8 (FILE:LINE: reason).
     """
+    from delia.data.records import DataError, Problem
+
+    if Path(path).is_dir():
+        raise DataError([Problem(str(path), 0, "is a directory, not a text file")])
     data = Path(path).read_bytes()
     out = []
     for lineno, raw in split_lines(data.removeprefix(b"\xef\xbb\xbf")):
         text, reason = decode_line(raw)
         if reason:
-            raise ValueError(f"{path}:{lineno}: {reason}")
+            raise DataError([Problem(str(path), lineno, reason)])
         out.append(text)
     if out and out[-1] == "":
         out.pop()

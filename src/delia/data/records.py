@@ -54,7 +54,7 @@ class Record:
 
 @dataclass(frozen=True)
 class Problem:
-    """A reason a row is invalid; prints as `FILE:LINE: field: reason`."""
+    """A reason a row is invalid; prints as `FILE:LINE: field: reason` (`FILE: reason` for line 0, the file)."""
 
     file: str
     line: int
@@ -63,7 +63,8 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.field}: " if self.field else ""
-        return f"{self.file}:{self.line}: {where}{self.reason}"
+        line = f":{self.line}" if self.line else ""  # line 0: the file as a whole (missing, a directory)
+        return f"{self.file}{line}: {where}{self.reason}"
 
 
 class DataError(ValueError):

@@ -71,7 +71,7 @@ def predictions(eval_dir: Path, set_name: str, key: str = "parsed") -> list[floa
     if not path.exists():
         return []
     vals = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").split("\n"):  # "\n" only: rows may hold U+2028
         if line.strip():
             p = json.loads(line)
             if p.get("set") == set_name and key in p:

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from delia.config import opt
+from delia.data.jsonl import dumps_line, read_text_lines
 from delia.data.records import DataError, FieldError, Problem
+from delia.files import write_text_atomic
 from delia.generation import Generation, GenParams
 from delia.models import DEFAULT_MODEL
 from delia.sampling.cache import SampleCache, cache_key
@@ -98,13 +100,11 @@ def load_queries(path: str | Path, limit: int | None = None) -> list[Query]:
 def _self_query_list(cfg: SampleConfig, engine) -> list[Query]:
     """Magpie queries, saved beside the cache so a resumed run answers the same ones."""
     path = Path(cfg.out).with_suffix(".queries.jsonl")
-    saved = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    saved = [json.loads(line) for line in read_text_lines(path) if line.strip()] if path.exists() else []
     if len(saved) < cfg.self_queries:
         texts = self_queries(engine, cfg.self_queries, cfg.self_query, seed=cfg.seed)
         saved = [{"id": f"self-{i:06d}", "query": t} for i, t in enumerate(texts)]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in saved), encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, "".join(dumps_line(r) + "\n" for r in saved))
         log.info("wrote %d self-written queries to %s", len(saved), path)
     return [Query(r["id"], r["query"]) for r in saved[:cfg.self_queries]]
 
