@@ -47,17 +47,35 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at IN
 def data_validate(
     file: Path = typer.Argument(..., help="JSONL (or JSON array) file of examples."),
     fmt: str = typer.Option("auto", "--format", help="Format name (see `delia ls formats`), or auto."),
+    use: str = typer.Option(None, "--for", help="Also require what one command needs: train, build, cache, "
+                                                "sample, eval-halu, eval-translation."),
 ) -> None:
-    """Check every row; print `FILE:LINE: field: reason` per problem and exit 1 when any."""
+    """Check every row; print `FILE:LINE: field: reason` per problem and exit 2 when any. Without --for, also
+    say which commands would accept the file (each check is the command's own input function)."""
     from delia.data import validate_file
+    from delia.inputs import USES, check_use
 
+    if use is not None and use not in USES:
+        raise typer.BadParameter(f"{use!r} is not one of {', '.join(USES)}", param_hint="--for")
     problems = validate_file(file, fmt)
+    if not problems and use:
+        problems = check_use(file, use)
     for p in problems:
         typer.echo(str(p))
     if problems:
-        console.print(f"[red]{len(problems)} problem(s) in {file}[/red]")
-        raise typer.Exit(1)
-    console.print(f"[green]{file}: valid[/green]")
+        console.print(f"[red]{len(problems)} problem(s) in {file}" + (f" for {use}" if use else "") + "[/red]",
+                      soft_wrap=True, markup=True, highlight=False)
+        raise typer.Exit(2)
+    if use:
+        console.print(f"[green]{file}: valid for {use}[/green]", soft_wrap=True, highlight=False)
+        return
+    console.print(f"[green]{file}: valid[/green]", soft_wrap=True, highlight=False)
+    if fmt == "auto":  # the commands read with automatic format detection
+        for name, (what, _) in USES.items():
+            found = check_use(file, name)
+            verdict = "yes" if not found else f"no: {found[0]}" + (f" (+{len(found) - 1} more)" if len(found) > 1
+                                                                   else "")
+            typer.echo(f"  as {what}: {verdict}")
 
 
 @data_app.command("stats")
@@ -168,8 +186,8 @@ def main() -> None:
         app()
     except USER_ERRORS as e:
         text = os_error_message(e) if isinstance(e, OSError) and e.errno else str(e)
-        console.print(f"[red]error:[/red] {escape(text)}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except OSError as e:  # unreadable input, unwritable / full / missing output location
-        console.print(f"[red]error:[/red] {escape(os_error_message(e))}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(os_error_message(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)

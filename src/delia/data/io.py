@@ -95,7 +95,8 @@ def _iter_json_array(data: bytes) -> Iterator[tuple[int, Any, str | None]]:
 def parse_row(obj: Any, fmt: Format, source: str, line: int) -> Record:
     """Normalise one parsed JSON object; raises FieldError on invalid content."""
     if not isinstance(obj, dict):
-        raise FieldError(None, f"expected a JSON object, got {type(obj).__name__}")
+        kind = "null" if obj is None else type(obj).__name__
+        raise FieldError(None, f"expected a JSON object, got {kind}")
     for key in fmt.required:
         if key not in obj:
             raise FieldError(key, "missing")

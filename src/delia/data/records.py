@@ -74,7 +74,8 @@ class DataError(ValueError):
         self.problems = problems
         shown = "\n".join(str(p) for p in problems[:limit])
         more = f"\n... and {len(problems) - limit} more" if len(problems) > limit else ""
-        super().__init__(f"{len(problems)} invalid row(s):\n{shown}{more}")
+        head = f"{len(problems)} invalid row(s):\n" if any(p.line for p in problems) else ""
+        super().__init__(f"{head}{shown}{more}")
 
 
 class FieldError(ValueError):

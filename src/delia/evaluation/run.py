@@ -45,12 +45,31 @@ class EvalRow:
 # ---------------------------------------------------------------- 1. rows
 
 
+def load_examples(path: str, task: str, label_key: str = "hallucination") -> list:
+    """The task's examples (HaluExample / TranslationExample) of a file; every bad row is reported.
+
+    Raises:
+        DataError: FILE:LINE: field: reason for each row the task cannot use (`delia data validate --for`
+            runs this same function).
+    """
+    from delia.data import DataError, read_records
+
+    make = (lambda r: halu_example(r, label_key)) if task == "halu" else translation_example
+    examples, problems = [], []
+    for rec in read_records(path):
+        try:
+            examples.append(make(rec))
+        except DataError as e:
+            problems += e.problems
+    if problems:
+        raise DataError(problems)
+    return examples
+
+
 def halu_rows(cfg: EvalConfig) -> list[EvalRow]:
     """Every (example, instruction) pair the spec asks for."""
-    from delia.data import read_records
-
     h = cfg.halu
-    examples = [halu_example(r, h.label_key) for r in read_records(cfg.data)][:cfg.limit]
+    examples = load_examples(cfg.data, "halu", h.label_key)[:cfg.limit]
     files = {"seen": h.seen_file, "unseen": h.unseen_file, "explicit": h.explicit_file}
     rows: list[EvalRow] = []
     for item in parse_spec(h.instructions):
@@ -74,9 +93,7 @@ def halu_rows(cfg: EvalConfig) -> list[EvalRow]:
 
 
 def translation_rows(cfg: EvalConfig) -> list[EvalRow]:
-    from delia.data import read_records
-
-    examples = [translation_example(r) for r in read_records(cfg.data)][:cfg.limit]
+    examples = load_examples(cfg.data, "translation")[:cfg.limit]
     return [EvalRow(ex.id, "template", f"{ex.src_lang}-{ex.tgt_lang}", translation_prompt(ex, cfg.translation.template),
                     ex.ref, {"src": ex.src, "ref": ex.ref}) for ex in examples]
 

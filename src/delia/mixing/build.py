@@ -48,6 +48,17 @@ def load_variants(path: str, token: str) -> list[str]:
     return [t for _, t in numbered]
 
 
+def read_downstream(path: str, template: Template) -> tuple[list, list]:
+    """(records, splits) of a downstream file: rows with a reply whose user turn matches `template`.
+
+    Raises:
+        DataError: every row build cannot use, as FILE:LINE: field: reason (`delia data validate --for build`
+            runs this same function).
+    """
+    records = read_records(path)
+    return records, split_rows(records, template)
+
+
 def build(cfg: BuildConfig, tokenizer=None) -> dict[str, Any]:
     """Build the training set described by `cfg` and return its manifest.
 
@@ -64,8 +75,7 @@ def build(cfg: BuildConfig, tokenizer=None) -> dict[str, Any]:
     template = Template(cfg.template)
 
     # Downstream rows: find each instruction, then keep / sample / fix it.
-    records = read_records(cfg.downstream)
-    splits = split_rows(records, template)
+    records, splits = read_downstream(cfg.downstream, template)
     if cfg.mode == "sample":
         variants = load_variants(cfg.instructions, cfg.token)
     elif cfg.mode == "fixed":
