@@ -4,8 +4,6 @@ no traceback, nothing written. The commands run in this process through the cons
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -14,27 +12,10 @@ from pathlib import Path
 import pytest
 
 import delia
-from delia.cli import main
 
+from .clirun import run_cli
 from .data.malformed import BY_USE, UNIVERSAL, Case
 from .mixing.conftest import downstream_rows, write_jsonl
-
-
-def run_cli(args: list[str]) -> tuple[int, str]:
-    """(exit code, stdout + stderr) of `delia ARGS`; any exception other than an exit propagates (= traceback)."""
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["delia", *args]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main()
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = argv
-    return code, out.getvalue() + err.getvalue()
 
 
 def commands(f: Path, out: Path, tiny: str, good_down: Path) -> dict[str, list[str]]:

@@ -87,6 +87,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return float(value)
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     if tp is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -174,8 +176,12 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"{p}: config file not found")
+        if p.is_dir():
+            raise ConfigError(f"{p}: is a directory, not a config file")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text (byte {e.start})") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = f":{mark.line + 1}" if mark else ""

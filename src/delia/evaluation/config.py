@@ -123,6 +123,8 @@ class EvalConfig:
             raise ConfigError("out: an output directory is required (--out)")
         if self.threads is not None and self.threads < 1:
             raise ConfigError("threads must be >= 1")
+        if self.dtype not in ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16"):
+            raise ConfigError(f"dtype: {self.dtype!r} is not one of auto, fp32, bf16, fp16")
         if self.limit is not None and self.limit < 1:
             raise ConfigError("limit must be >= 1")
         if self.bootstrap < 0 or not 0 < self.ci_level < 1:

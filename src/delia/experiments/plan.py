@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delia.config import config_hash, merge
+from delia.config import ConfigError, config_hash, merge
 from delia.experiments.config import ExperimentConfig
 from delia.experiments.stages import resolve, sha256_file
 
@@ -95,6 +95,9 @@ class Ctx:
     def downstream(self) -> Step:
         """The first `size` rows of the training file."""
         path = self.exp.data.train
+        if self.size > _rows(path):
+            raise ConfigError(f"grid.sizes: size {self.size} (method {self.method}) asks for more rows than "
+                              f"{path} has ({_rows(path)})")
         rows = self.step("subset", {"path": path, "n": self.size}, fingerprint={"sha256": _digest(path)})
         if self.exp.data.task == "translation":  # src/ref rows -> chat rows the builder can diversify
             return self.transform("translation_chat", {"data": rows})
@@ -149,6 +152,9 @@ class Ctx:
             test_inputs = dict(inputs)
         if d.test_rows:  # held-out rows of the test file, as a step of their own (so they are hashed by content)
             start, stop = d.test_rows
+            if stop > _rows(d.test):
+                raise ConfigError(f"data.test_rows: [{start}, {stop}) reaches past the {_rows(d.test)} rows of "
+                                  f"{d.test}")
             rows = self.step("subset", {"path": d.test, "n": stop - start, "start": start},
                              fingerprint={"sha256": _digest(d.test)})
             out = {"test": self.step("eval", test, {**test_inputs, "examples": rows})}
@@ -167,12 +173,21 @@ class Ctx:
 
 AXES = ("sizes", "ratios", "seeds")  # per-method option keys that restrict the grid for that method
 _DIGESTS: dict[str, str] = {}
+_ROWS: dict[str, int] = {}
 
 
 def _digest(path: str) -> str:
     if path not in _DIGESTS:
         _DIGESTS[path] = sha256_file(path)
     return _DIGESTS[path]
+
+
+def _rows(path: str) -> int:
+    """Non-blank lines of a data file (its rows, as the subset step counts them)."""
+    if path not in _ROWS:
+        with open(path, "rb") as f:
+            _ROWS[path] = sum(1 for line in f if line.strip())
+    return _ROWS[path]
 
 
 @dataclass
@@ -193,6 +208,7 @@ def expand(exp: ExperimentConfig) -> Plan:
     from delia.methods import METHODS
 
     _DIGESTS.clear()  # files may have changed since the last plan in this process
+    _ROWS.clear()
     pool: dict[str, Step] = {}
     runs: dict[tuple, Run] = {}
     g = exp.grid

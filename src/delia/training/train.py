@@ -205,6 +205,13 @@ def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
         raise ConfigError("train needs data (--data) and out (--out)")
     from delia.files import locked_dir
 
+    try:  # TRL's own checks of the options (scheduler names, incompatible flags) before anything loads
+        with warnings.catch_warnings():  # its deprecation notes come again when the real config is built
+            warnings.simplefilter("ignore")
+            sft_config(cfg, Path(cfg.out), 1, 1, resolve_bf16(cfg.precision), 1)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"trl / TrainingArguments rejects the options: {e}") from None
+
     # Only rank 0 takes the lock: the other processes of a multi-process run share the directory.
     lock = locked_dir(cfg.out, "training run") if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
     with lock:
