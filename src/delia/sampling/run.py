@@ -81,6 +81,18 @@ class SampleSummary:
         return asdict(self)
 
 
+class SampleInterrupted(KeyboardInterrupt):
+    """An interrupted `run_sample`: every answer received is in the cache; `summary` says how far it got."""
+
+    def __init__(self, summary: SampleSummary, out: str) -> None:
+        self.summary = summary
+        s = summary
+        left = s.total - s.duplicates - s.skipped - s.done
+        super().__init__(f"interrupted: {s.done} new answer(s) kept in {out} ({s.skipped + s.done} of "
+                         f"{s.total - s.duplicates} queries answered), {left} not sent; rerun the same command "
+                         f"to resume")
+
+
 def load_queries(path: str | Path, limit: int | None = None) -> list[Query]:
     """Queries from any supported file; every bad row is reported as FILE:LINE: field: reason."""
     from delia.data import read_records
@@ -162,6 +174,8 @@ def run_sample(cfg: SampleConfig, engine=None, progress: bool = True) -> SampleS
                 summary.failed = len(e.failed)
                 summary.failures = {todo[i][1].id: reason for i, reason in e.failed.items()}
                 log.warning("%s", e)
+            except KeyboardInterrupt:  # the engine passed every answer received to on_batch: it is in the cache
+                raise SampleInterrupted(summary, cfg.out) from None
             summary.generate_seconds = time.perf_counter() - t_gen
     summary.seconds = time.perf_counter() - t0
     return summary
