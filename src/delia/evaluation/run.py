@@ -40,6 +40,7 @@ class EvalRow:
     prompt: list[dict[str, str]]
     gold: str | None = None  # reference reply (halu chat rows) or reference translation
     fields: dict[str, Any] = field(default_factory=dict)  # gold_label / src / ref
+    where: str = ""  # FILE:LINE of the example, for messages
 
 
 # ---------------------------------------------------------------- 1. rows
@@ -88,14 +89,14 @@ def halu_rows(cfg: EvalConfig) -> list[EvalRow]:
         for ex, instructions in zip(examples, per_ex):
             for ins in instructions:
                 rows.append(EvalRow(ex.id, ins.id, ins.set, halu_prompt(ex, ins), ex.gold,
-                                    {"gold_label": ex.label, "instruction": ins.text}))
+                                    {"gold_label": ex.label, "instruction": ins.text}, ex.where))
     return rows
 
 
 def translation_rows(cfg: EvalConfig) -> list[EvalRow]:
     examples = load_examples(cfg.data, "translation")[:cfg.limit]
     return [EvalRow(ex.id, "template", f"{ex.src_lang}-{ex.tgt_lang}", translation_prompt(ex, cfg.translation.template),
-                    ex.ref, {"src": ex.src, "ref": ex.ref}) for ex in examples]
+                    ex.ref, {"src": ex.src, "ref": ex.ref}, ex.where) for ex in examples]
 
 
 # ---------------------------------------------------------------- 2. model
@@ -154,6 +155,21 @@ def _hooks():
     from delia.methods import hooks
 
     return hooks
+
+
+def _fit_prompts(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[str, Any]) -> list[EvalRow]:
+    """Prompts over the model's context fail with FILE:LINE, or are cut (`long_prompts: truncate`)."""
+    from dataclasses import replace
+
+    from delia.lengths import guard_prompts, prompt_budget
+
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    limit = prompt_budget(cfg.max_prompt_tokens, context, cfg.generation.max_new_tokens)
+    prompts, cuts = guard_prompts(tok, [r.prompt for r in rows], [r.where or r.example_id for r in rows], limit,
+                                  cfg.long_prompts)
+    if cuts:
+        info["prompts_cut"] = {"rows": len(cuts), "tokens": sum(cuts.values()), "limit": limit}
+    return [replace(r, prompt=prompts[i]) if i in cuts else r for i, r in enumerate(rows)]
 
 
 # ---------------------------------------------------------------- 3. generation (cached)
@@ -378,7 +394,6 @@ def _evaluate(cfg: EvalConfig, rows: list[EvalRow]) -> dict[str, Any]:
     from delia.evaluation.report import write_plots, write_summary
 
     out = Path(cfg.out)
-    save_config(cfg, out / "config.yaml")
 
     # 2. model
     if cfg.threads:
@@ -386,6 +401,8 @@ def _evaluate(cfg: EvalConfig, rows: list[EvalRow]) -> dict[str, Any]:
 
         torch.set_num_threads(cfg.threads)
     model, tok, info = load_for_eval(cfg, rows)
+    rows = _fit_prompts(model, tok, rows, cfg, info)  # before anything is written into OUT
+    save_config(cfg, out / "config.yaml")
 
     # 3. generation (resumable)
     gens, speed = generate_rows(model, tok, rows, cfg, info)
