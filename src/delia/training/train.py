@@ -11,7 +11,6 @@ embedding (PEFT ties the two wrappers on tied models); see docs/training.md for 
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import json
 import logging
@@ -327,12 +326,15 @@ def _train(cfg: TrainConfig, callbacks: list | None) -> TrainResult:
     try:
         with compact_fused_head(cfg.compact_head):
             out = trainer.train(resume_from_checkpoint=resume_from)
-    except OSError as e:  # a full disk or a vanished directory while saving a checkpoint
+    except Exception as e:  # a full disk or a vanished directory while saving a checkpoint
+        why = _write_failure(e)
+        if why is None:
+            raise
         if main_process:
             pick_checkpoint(run_dir)  # frees the half-written checkpoint now
-        hint = "the disk is full; free space and " if e.errno == errno.ENOSPC else ""
-        raise RunError(f"{run_dir}: cannot write ({e.strerror or e}: {e.filename}); {hint}rerun the same command "
-                       f"to resume from the last complete checkpoint") from None
+        hint = "the disk is full: free space and " if "No space left" in why else ""
+        raise RunError(f"{run_dir}: cannot write a checkpoint ({why}); {hint}rerun the same command to resume from "
+                       f"the last complete checkpoint") from None
     seconds = time.perf_counter() - t0
     resumed_step = int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0
     train_loss = total_train_loss(trainer.state.log_history, resumed_step, out.training_loss,
@@ -363,6 +365,17 @@ def _train(cfg: TrainConfig, callbacks: list | None) -> TrainResult:
             meta["merged"] = "merged"
         write_json(run_dir / RUN_FILE, meta)
     return TrainResult(run_dir, trainer.state.global_step, train_loss, resume_from)
+
+
+def _write_failure(e: BaseException) -> str | None:
+    """The reason when `e` is a failed write (OSError, or what safetensors / torch.save raise for one), else None."""
+    if isinstance(e, OSError):
+        return f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e)
+    text = str(e)
+    # safetensors: "I/O error: No space left on device (os error 28)"; torch.save: "... file write failed"
+    if type(e).__name__ == "SafetensorError" or "file write failed" in text or "os error" in text:
+        return "No space left on device" if ("os error 28" in text or "No space left" in text) else text[:200]
+    return None
 
 
 def _read_log(path: Path) -> list[dict[str, Any]]:
