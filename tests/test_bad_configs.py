@@ -17,8 +17,8 @@ from .mixing.conftest import downstream_rows, write_jsonl
 TRAIN = [
     ("lr_nan", "learning_rate: .nan\n", "learning_rate: expected a finite number, got nan"),
     ("lr_inf", "learning_rate: .inf\n", "expected a finite number, got inf"),
-    ("lr_negative", "learning_rate: -1.0e-3\n", "learning_rate must be > 0"),
-    ("lr_zero", "learning_rate: 0\n", "learning_rate must be > 0"),
+    ("lr_negative", "learning_rate: -1.0e-3\n", "learning_rate must be >= 0"),
+    ("weight_decay_negative", "weight_decay: -0.1\n", "warmup_steps and weight_decay must be >= 0"),
     ("lr_word", "learning_rate: fast\n", "learning_rate: expected float, got 'fast'"),
     ("warmup_negative", "warmup_steps: -5\n", "warmup_steps and weight_decay must be >= 0"),
     ("warmup_ratio_high", "warmup_ratio: 1.5\n", "warmup_ratio must be in [0, 1)"),
@@ -57,7 +57,7 @@ BUILD = [
 EXPERIMENT = [
     ("exp_sizes_past_data", "grid:\n  sizes: [5000]\n", "grid.sizes: size 5000"),
     ("exp_unknown_method", "grid:\n  methods: [delai]\n", "delai"),
-    ("exp_train_lr", "train:\n  learning_rate: -1.0\n", "learning_rate must be > 0"),
+    ("exp_train_lr", "train:\n  learning_rate: -1.0\n", "learning_rate must be >= 0"),
     ("exp_empty_sizes", "grid:\n  sizes: []\n", "grid.sizes: give at least one value"),
     ("exp_test_rows", "data:\n  test_rows: [2, 50]\n", "data.test_rows: [2, 50) reaches past the 6 rows"),
     ("exp_trl_typo", "train:\n  trl:\n    gradient_acumulation: 2\n", "trl.gradient_acumulation"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,11 +102,3 @@ def locked_dir(path: str | Path, what: str = "output directory") -> Iterator[Pat
                 lock.unlink()
                 path.rmdir()
         os.close(fd)  # closing releases the lock
-
-
-def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; a clear ValueError naming the file when it is not valid JSON."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None

@@ -7,7 +7,7 @@ commands. Each case names the line the error must point at (0: the file as a who
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 

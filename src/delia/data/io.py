@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from delia.data.formats import FORMATS, Format, detect_format
-from delia.data.jsonl import (_no_repeats, _Repeated, check_value, decode_line, dumps_line, parse_json,
-                              read_text_lines, split_lines)
+from delia.data.jsonl import (RepeatedKey, check_value, decode_line, dumps_line, parse_json, read_text_lines,
+                              reject_repeated_keys, split_lines)
 from delia.data.records import DataError, FieldError, Problem, Record
 from delia.files import atomic_write
 
@@ -65,7 +65,7 @@ def _iter_json_array(data: bytes) -> Iterator[tuple[int, Any, str | None]]:
     except UnicodeDecodeError as e:
         yield data.count(b"\n", 0, e.start) + 1, None, f"not UTF-8 text: byte 0x{data[e.start]:02x} ({e.reason})"
         return
-    dec = json.JSONDecoder(object_pairs_hook=_no_repeats)
+    dec = json.JSONDecoder(object_pairs_hook=reject_repeated_keys)
     pos = len(text) - len(text.lstrip())
     if not text[pos:].startswith("["):
         yield text.count("\n", 0, pos) + 1, None, "expected a JSON array of objects"
@@ -79,7 +79,7 @@ def _iter_json_array(data: bytes) -> Iterator[tuple[int, Any, str | None]]:
         line = text.count("\n", 0, pos) + 1
         try:
             obj, pos = dec.raw_decode(text, pos)
-        except _Repeated as e:
+        except RepeatedKey as e:
             yield line, None, f"{e.key}: key given twice in one object"
             return  # cannot resynchronise inside an array
         except json.JSONDecodeError as e:

@@ -34,17 +34,21 @@ def dumps_line(obj: Any, **kw: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, **kw).translate(_SEPARATORS)
 
 
-def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def reject_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`object_pairs_hook` that raises RepeatedKey instead of keeping the last of two equal keys."""
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
-            raise _Repeated(k)
+            raise RepeatedKey(k)
         out[k] = v
     return out
 
 
-class _Repeated(ValueError):
+class RepeatedKey(ValueError):
+    """A JSON object gave one key twice (`json` would silently keep the last value)."""
+
     def __init__(self, key: str) -> None:
+        super().__init__(f"key {key!r} given twice in one object")
         self.key = key
 
 
@@ -74,8 +78,8 @@ def check_value(obj: Any, where: str = "", depth: int = 0) -> tuple[str | None, 
 def parse_json(text: str, line: int = 1) -> tuple[Any, str | None, str | None]:
     """(object, field, reason): reason is None when `text` is valid JSON holding valid Unicode text."""
     try:
-        obj = json.loads(text, object_pairs_hook=_no_repeats)
-    except _Repeated as e:
+        obj = json.loads(text, object_pairs_hook=reject_repeated_keys)
+    except RepeatedKey as e:
         return None, e.key, "key given twice in one object"
     except json.JSONDecodeError as e:
         col = e.colno if e.lineno == 1 else f"{e.colno} of line {line + e.lineno - 1}"

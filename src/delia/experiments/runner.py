@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from delia.config import to_dict
+from delia.files import write_text_atomic
 from delia.experiments.plan import Plan, Step
 from delia.experiments.results import collect
 from delia.experiments.stages import run_step
@@ -41,8 +42,12 @@ def step_done(step: Step, root: Path) -> bool:
     done = step.dir(root) / DONE
     if not done.exists():
         return False
+    try:
+        record = json.loads(done.read_text())
+    except ValueError:  # written atomically since; an older, torn one means "not finished"
+        return False
     if step.kind == "sample":
-        return json.loads(done.read_text()).get("limit", 0) >= step.volatile.get("limit", 0)
+        return record.get("limit", 0) >= step.volatile.get("limit", 0)
     return True
 
 
@@ -116,7 +121,7 @@ def run_experiment(plan: Plan, on_step=None) -> Outcome:
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "summary": _jsonable(summary)}
         if step.kind == "sample":
             record["limit"] = step.volatile.get("limit", 0)
-        (d / DONE).write_text(json.dumps(record, indent=2) + "\n")
+        write_text_atomic(d / DONE, json.dumps(record, indent=2) + "\n")  # the step's completion mark: never torn
         (d / "error.txt").unlink(missing_ok=True)
         out.ran.append(name)
         notify("done")

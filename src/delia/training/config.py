@@ -84,8 +84,8 @@ class TrainConfig:
         for name in ("learning_rate", "weight_decay", "epochs", "lora_dropout"):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.learning_rate < 0:  # 0 is allowed: a continued stage that must not move (tests, ablations)
+            raise ConfigError(f"learning_rate must be >= 0, got {self.learning_rate}")
         if self.warmup_steps < 0 or self.weight_decay < 0:
             raise ConfigError(f"warmup_steps and weight_decay must be >= 0, got {self.warmup_steps} and "
                               f"{self.weight_decay}")
