@@ -37,7 +37,7 @@ def test_validate_exit_codes_and_line_format(shared_data, tmp_path):
     broken.write_text("\n".join(lines) + "\n")
     bad = subprocess.run([sys.executable, "-m", "delia", "data", "validate", str(broken)],
                          capture_output=True, text=True)
-    assert bad.returncode == 1
+    assert bad.returncode == 2
     assert bad.stdout.strip().splitlines() == [f"{broken}:5: invalid JSON: Unterminated string starting at "
                                                f"(column 41)"] or bad.stdout.startswith(f"{broken}:5: invalid JSON")
 

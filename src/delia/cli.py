@@ -7,9 +7,11 @@ Stage packages add their own subcommands: each module listed in `COMMAND_MODULES
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -45,17 +47,35 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at IN
 def data_validate(
     file: Path = typer.Argument(..., help="JSONL (or JSON array) file of examples."),
     fmt: str = typer.Option("auto", "--format", help="Format name (see `delia ls formats`), or auto."),
+    use: str = typer.Option(None, "--for", help="Also require what one command needs: train, build, cache, "
+                                                "sample, eval-halu, eval-translation."),
 ) -> None:
-    """Check every row; print `FILE:LINE: field: reason` per problem and exit 1 when any."""
+    """Check every row; print `FILE:LINE: field: reason` per problem and exit 2 when any. Without --for, also
+    say which commands would accept the file (each check is the command's own input function)."""
     from delia.data import validate_file
+    from delia.inputs import USES, check_use
 
+    if use is not None and use not in USES:
+        raise typer.BadParameter(f"{use!r} is not one of {', '.join(USES)}", param_hint="--for")
     problems = validate_file(file, fmt)
+    if not problems and use:
+        problems = check_use(file, use)
     for p in problems:
         typer.echo(str(p))
     if problems:
-        console.print(f"[red]{len(problems)} problem(s) in {file}[/red]")
-        raise typer.Exit(1)
-    console.print(f"[green]{file}: valid[/green]")
+        console.print(f"[red]{len(problems)} problem(s) in {file}" + (f" for {use}" if use else "") + "[/red]",
+                      soft_wrap=True, markup=True, highlight=False)
+        raise typer.Exit(2)
+    if use:
+        console.print(f"[green]{file}: valid for {use}[/green]", soft_wrap=True, highlight=False)
+        return
+    console.print(f"[green]{file}: valid[/green]", soft_wrap=True, highlight=False)
+    if fmt == "auto":  # the commands read with automatic format detection
+        for name, (what, _) in USES.items():
+            found = check_use(file, name)
+            verdict = "yes" if not found else f"no: {found[0]}" + (f" (+{len(found) - 1} more)" if len(found) > 1
+                                                                   else "")
+            typer.echo(f"  as {what}: {verdict}")
 
 
 @data_app.command("stats")
@@ -147,14 +167,38 @@ for _mod in COMMAND_MODULES:
     importlib.import_module(_mod).register(app)
 
 
+def os_error_message(e: OSError) -> str:
+    """One line for a failed read or write: the path, the system's reason, and what to do when it is clear."""
+    hint = {errno.ENOSPC: " (the disk is full: free space and rerun; finished work is kept)",
+            errno.EACCES: " (no permission: choose a writable location)",
+            errno.EROFS: " (read-only file system: choose a writable location)",
+            errno.EISDIR: " (a directory, where a file was expected)",
+            errno.ENOTDIR: " (a path component is a file, not a directory)"}.get(e.errno, "")
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}{hint}"
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM (a scheduler, `kill`, `timeout`) takes the same clean path as Ctrl-C: work already finished is
+    # kept, the running stage says how to resume.
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
 def main() -> None:
-    """Console entry point: run the app; expected errors print one line instead of a traceback."""
+    """Console entry point: run the app; expected errors print one line instead of a traceback (exit 2)."""
+    from rich.markup import escape
+
     from delia.errors import USER_ERRORS
 
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except USER_ERRORS as e:
-        console.print(f"[red]error:[/red] {e}")
+        text = os_error_message(e) if isinstance(e, OSError) and e.errno else str(e)
+        console.print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as e:  # unreadable input, unwritable / full / missing output location
+        console.print(f"[red]error:[/red] {escape(os_error_message(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -4,6 +4,7 @@ from delia.config import ConfigError
 from delia.data.records import DataError
 from delia.diversify.stage import DiversifyError
 from delia.evaluation.neural import MetricUnavailable
+from delia.files import LockError
 from delia.mixing.build import BuildError
 from delia.models import ModelNotFoundError
 from delia.registry import RegistryError
@@ -12,4 +13,5 @@ from delia.training.artifacts import RunError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, ModelNotFoundError, RegistryError,
                                                  FileNotFoundError, DiversifyError, BuildError, RunError,
-                                                 CacheError, EngineError, SelfQueryError, MetricUnavailable)
+                                                 CacheError, EngineError, SelfQueryError, MetricUnavailable,
+                                                 LockError)

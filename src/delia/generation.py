@@ -384,45 +384,49 @@ def generate(model, tokenizer, prompts: Sequence[Prompt], params: GenParams, bat
     gen = torch.Generator(device=model.device).manual_seed(params.seed)
     rows: list[int] = []  # batch row -> input index
     cache = mask = last_pos = logits = None
-    with torch.inference_mode():
-        prefix = _shared_prefix(model, enc)
-        while pending or rows:
-            # refill: when half the batch is done (or, for caches we cannot merge, all of it)
-            if pending and (not rows or (len(rows) <= batch_size // 2 and _mergeable(cache))):
-                flush()
-                take = [pending.pop() for _ in range(min(batch_size - len(rows), len(pending)))]
-                c2, m2, p2, l2 = _prefill(model, [enc[i] for i in take], pad_id, prefix)
-                if rows:
-                    mask = _merge(cache, mask, c2, m2)
-                    last_pos, logits = torch.cat([last_pos, p2]), torch.cat([logits, l2])
-                else:
-                    cache, mask, last_pos, logits = c2, m2, p2, l2
-                rows += take
-                new.update({i: [] for i in take})
-            tok = _next_tokens(logits, params, gen)
-            keep = []
-            for b, t in enumerate(tok.tolist()):
-                i = rows[b]
-                new[i].append(t)
-                if stops(i):
-                    finish(i, stopped=True)
-                elif len(new[i]) >= params.max_new_tokens:
-                    finish(i, stopped=False)
-                else:
-                    keep.append(b)
-            if not keep:
-                rows = []
-                continue
-            if len(keep) < len(rows):  # drop finished rows from the batch and the cache
-                sel = torch.tensor(keep, device=model.device)
-                cache.batch_select_indices(sel)
-                tok, mask, last_pos = tok[sel], mask[sel], last_pos[sel]
-                rows = [rows[b] for b in keep]
-                if _mergeable(cache):
-                    mask = _trim(cache, mask)
-            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-            last_pos = last_pos + 1
-            logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-                           past_key_values=cache, use_cache=True).logits[:, -1, :]
+    try:
+        with torch.inference_mode():
+            prefix = _shared_prefix(model, enc)
+            while pending or rows:
+                # refill: when half the batch is done (or, for caches we cannot merge, all of it)
+                if pending and (not rows or (len(rows) <= batch_size // 2 and _mergeable(cache))):
+                    flush()
+                    take = [pending.pop() for _ in range(min(batch_size - len(rows), len(pending)))]
+                    c2, m2, p2, l2 = _prefill(model, [enc[i] for i in take], pad_id, prefix)
+                    if rows:
+                        mask = _merge(cache, mask, c2, m2)
+                        last_pos, logits = torch.cat([last_pos, p2]), torch.cat([logits, l2])
+                    else:
+                        cache, mask, last_pos, logits = c2, m2, p2, l2
+                    rows += take
+                    new.update({i: [] for i in take})
+                tok = _next_tokens(logits, params, gen)
+                keep = []
+                for b, t in enumerate(tok.tolist()):
+                    i = rows[b]
+                    new[i].append(t)
+                    if stops(i):
+                        finish(i, stopped=True)
+                    elif len(new[i]) >= params.max_new_tokens:
+                        finish(i, stopped=False)
+                    else:
+                        keep.append(b)
+                if not keep:
+                    rows = []
+                    continue
+                if len(keep) < len(rows):  # drop finished rows from the batch and the cache
+                    sel = torch.tensor(keep, device=model.device)
+                    cache.batch_select_indices(sel)
+                    tok, mask, last_pos = tok[sel], mask[sel], last_pos[sel]
+                    rows = [rows[b] for b in keep]
+                    if _mergeable(cache):
+                        mask = _trim(cache, mask)
+                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+                last_pos = last_pos + 1
+                logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=last_pos[:, None],
+                               past_key_values=cache, use_cache=True).logits[:, -1, :]
+    except KeyboardInterrupt:  # rows that finished before the interrupt still reach on_batch (the caches)
+        flush()
+        raise
     flush()
     return results  # type: ignore[return-value]

@@ -116,8 +116,10 @@ def test_skip_invalid_reports_which(tmp_path):
 def test_forced_format_and_missing_file(tmp_path):
     p = tmp_path / "m.jsonl"
     p.write_text('{"instruction": "a", "output": "b"}\n')
-    assert [str(x) for x in validate_file(p, fmt="query_response")] == [f"{p}:1: query: missing"]
+    (problem,) = validate_file(p, fmt="query_response")
+    assert str(problem) == (f"{p}:1: query: missing: this row has the keys of the alpaca format, but the file is "
+                            f"read as query_response (as asked); one file holds one format")
     missing = tmp_path / "nope.jsonl"
-    assert [str(x) for x in validate_file(missing)] == [f"{missing}:0: file not found"]
+    assert [str(x) for x in validate_file(missing)] == [f"{missing}: file not found"]
     with pytest.raises(FileNotFoundError, match="nope.jsonl: file not found"):
         read_records(missing)

@@ -45,3 +45,27 @@ def test_ls_methods_lists_every_method():
     for name in ("original", "icl", "cit", "random_init", "mean_init", "fact_based", "dmt", "ctg", "dipmt",
                  "neftune", "delia", "wo_diverse", "wo_diversified", "wo_all", "w_all"):
         assert name in res.output
+
+
+def test_an_interrupt_says_which_step_and_the_rerun_resumes(make_exp, fake_stages, tmp_path, monkeypatch):
+    """Ctrl-C / SIGTERM (raised as KeyboardInterrupt by delia.cli.main) during a training step."""
+    from delia.experiments import stages
+
+    real_train = stages.RUNNERS["train"]
+
+    def interrupted(config, inputs, out):
+        raise KeyboardInterrupt("signal SIGTERM")
+
+    monkeypatch.setitem(stages.RUNNERS, "train", interrupted)
+    cfg = _write(make_exp, tmp_path)
+    res = CliRunner().invoke(app, ["experiment", str(cfg)])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 130, res.output
+    assert "interrupted during step" in text and "(train " in text and "rerun the same command to resume" in text
+    assert not list((tmp_path / "exp/steps/train").glob("*/done.json"))
+    done = {p: p.stat().st_mtime_ns for p in (tmp_path / "exp/steps").glob("*/*/done.json")}
+    assert done  # the steps before the interrupted one finished
+    monkeypatch.setitem(stages.RUNNERS, "train", real_train)
+    res = CliRunner().invoke(app, ["experiment", str(cfg)])
+    assert res.exit_code == 0 and "failed 0, blocked 0" in " ".join(res.output.split()), res.output
+    assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # and were not run again

@@ -137,7 +137,7 @@ def test_instruction_without_token_names_file_and_line(downstream, tmp_path):
     bad = _jsonl(tmp_path / "bad.jsonl", rows)
     with pytest.raises(DataError, match=r"bad\.jsonl:4: instruction: instruction does not contain <sep>"):
         build(cfg(bad, tmp_path / "o"))
-    with pytest.raises(DataError, match=r"fixed_instruction:0: .*does not contain <sep>"):
+    with pytest.raises(DataError, match=r"fixed_instruction: .*does not contain <sep>"):
         build(cfg(downstream, tmp_path / "o", fixed_instruction="Answer in JSON."))
 
 

@@ -44,8 +44,8 @@ def _str(obj: dict[str, Any], key: str, required: bool = True, allow_empty: bool
     return value
 
 
-def _messages(value: Any, key: str) -> list[dict[str, str]]:
-    if not isinstance(value, list) or not value:
+def _turns(value: Any, key: str, allow_empty: bool = False) -> list[dict[str, str]]:
+    if not isinstance(value, list) or (not value and not allow_empty):
         raise FieldError(key, "expected a non-empty list of {role, content} turns")
     out = []
     for i, turn in enumerate(value):
@@ -57,8 +57,41 @@ def _messages(value: Any, key: str) -> list[dict[str, str]]:
         if not isinstance(content, str):
             raise FieldError(f"{key}[{i}].content", "missing or not a string")
         out.append({"role": role, "content": content})
-    if not any(t["role"] == "user" for t in out):
+    return out
+
+
+def check_order(turns: list[dict[str, str]], key: str) -> None:
+    """Roles in an order every chat template accepts: an optional system turn first, then user and assistant
+    turns alternating from a user turn (tool turns after an assistant turn). A user turn may not be empty, nor
+    an assistant turn that another turn follows; whether the final reply may be empty is the reader's call
+    (training and build need one, sampling and evaluation do not).
+    """
+    prev = None
+    for i, t in enumerate(turns):
+        where, role = f"{key}[{i}]", t["role"]
+        if role == "system":
+            if i:
+                raise FieldError(f"{where}.role", "a system turn may only come first")
+        elif role == "tool":
+            if prev not in ("assistant", "tool"):
+                raise FieldError(f"{where}.role", "a tool turn must follow an assistant turn")
+        elif prev in (None, "system") and role != "user":
+            raise FieldError(f"{where}.role", f"the first turn (after any system turn) must be from the user, "
+                                              f"not {role!r}")
+        elif role == prev:
+            raise FieldError(f"{where}.role", f"two {role} turns in a row; user and assistant turns alternate")
+        if role == "user" and not t["content"].strip():
+            raise FieldError(f"{where}.content", "empty user turn")
+        if role == "assistant" and i < len(turns) - 1 and not t["content"].strip():
+            raise FieldError(f"{where}.content", "empty assistant turn before the end of the chat")
+        prev = role
+    if not any(t["role"] == "user" for t in turns):
         raise FieldError(key, "no user turn")
+
+
+def _messages(value: Any, key: str) -> list[dict[str, str]]:
+    out = _turns(value, key)
+    check_order(out, key)
     return out
 
 
@@ -115,12 +148,25 @@ def _parse_prompt_completion(obj):
     prompt, completion = obj.get("prompt"), obj.get("completion")
     if prompt is None:
         raise FieldError("prompt", "missing")
-    msgs = _messages(prompt, "prompt") if isinstance(prompt, list) else [
+    msgs = _turns(prompt, "prompt") if isinstance(prompt, list) else [
         {"role": "user", "content": _str(obj, "prompt")}]
+    n_prompt = len(msgs)
     if isinstance(completion, list):
-        msgs += _messages(completion, "completion") if completion else []
+        done = _turns(completion, "completion", allow_empty=True)
+        for i, t in enumerate(done):
+            if t["role"] not in ("assistant", "tool"):
+                raise FieldError(f"completion[{i}].role", f"a completion holds assistant (or tool) turns, not "
+                                                          f"{t['role']!r}")
+        msgs += done
     elif completion is not None:
         msgs.append({"role": "assistant", "content": _str(obj, "completion", allow_empty=True)})
+    try:
+        check_order(msgs, "prompt")
+    except FieldError as e:  # name the completion's turns by their own index
+        if e.field and e.field.startswith("prompt[") and int(e.field[7:].split("]")[0]) >= n_prompt:
+            i = int(e.field[7:].split("]")[0]) - n_prompt
+            raise FieldError(f"completion[{i}]{e.field.split(']', 1)[1]}", e.reason) from None
+        raise
     return msgs, {"prompt": prompt, **({"completion": completion} if "completion" in obj else {})}
 
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from delia.data.formats import FORMATS, Format, detect_format
+from delia.data.jsonl import (RepeatedKey, check_value, decode_line, dumps_line, parse_json, read_text_lines,
+                              reject_repeated_keys, split_lines)
 from delia.data.records import DataError, FieldError, Problem, Record
 from delia.data.sources import resolve_source
+from delia.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -26,26 +28,43 @@ ID_KEYS = ("id",)
 def iter_json_rows(path: str | Path) -> Iterator[tuple[int, Any, str | None]]:
     """Yield (line, parsed object or None, error) for each row of a JSONL file or JSON array file.
 
-    Blank lines in JSONL hold no row and are passed over. A JSON array reports each element at the
-    line where it starts.
+    Lines end at "\\n" only (see `delia.data.jsonl`); blank lines hold no row and are passed over. A JSON
+    array reports each element at the line where it starts. A file that is not UTF-8, a lone surrogate,
+    a repeated key or nesting too deep is reported per row, never raised.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        DataError: `path` is a directory or cannot be read.
     """
-    path = resolve_source(path)
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if path.suffix == ".json" or (stripped.startswith("[") and path.suffix != ".jsonl"):
-        yield from _iter_json_array(text)
+    path = resolve_source(path)  # builtin:/hub names become a local file; a missing one raises FileNotFoundError
+    if path.is_dir():
+        raise DataError([Problem(str(path), 0, "is a directory, not a file of examples")])
+    try:
+        data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not content
+    except OSError as e:
+        raise DataError([Problem(str(path), 0, f"cannot read: {e.strerror or e}")]) from None
+    stripped = data.lstrip()
+    if path.suffix == ".json" or (stripped.startswith(b"[") and path.suffix != ".jsonl"):
+        yield from _iter_json_array(data)
         return
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+    for lineno, raw in split_lines(data):
+        if not raw.strip():
             continue
-        try:
-            yield lineno, json.loads(line), None
-        except json.JSONDecodeError as e:
-            yield lineno, None, f"invalid JSON: {e.msg} (column {e.colno})"
+        text, reason = decode_line(raw)
+        if reason:
+            yield lineno, None, reason
+            continue
+        obj, field, reason = parse_json(text)
+        yield lineno, obj, (f"{field}: {reason}" if field else reason)
 
 
-def _iter_json_array(text: str) -> Iterator[tuple[int, Any, str | None]]:
-    dec = json.JSONDecoder()
+def _iter_json_array(data: bytes) -> Iterator[tuple[int, Any, str | None]]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        yield data.count(b"\n", 0, e.start) + 1, None, f"not UTF-8 text: byte 0x{data[e.start]:02x} ({e.reason})"
+        return
+    dec = json.JSONDecoder(object_pairs_hook=reject_repeated_keys)
     pos = len(text) - len(text.lstrip())
     if not text[pos:].startswith("["):
         yield text.count("\n", 0, pos) + 1, None, "expected a JSON array of objects"
@@ -59,16 +78,27 @@ def _iter_json_array(text: str) -> Iterator[tuple[int, Any, str | None]]:
         line = text.count("\n", 0, pos) + 1
         try:
             obj, pos = dec.raw_decode(text, pos)
+        except RepeatedKey as e:
+            yield line, None, f"{e.key}: key given twice in one object"
+            return  # cannot resynchronise inside an array
         except json.JSONDecodeError as e:
             yield e.lineno, None, f"invalid JSON: {e.msg} (column {e.colno})"
-            return  # cannot resynchronise inside an array
-        yield line, obj, None
+            return
+        except RecursionError:
+            yield line, None, "invalid JSON: nested too deeply to parse"
+            return
+        found = check_value(obj)
+        yield (line, None, f"{found[0]}: {found[1]}" if found[0] else found[1]) if found else (line, obj, None)
 
 
 def parse_row(obj: Any, fmt: Format, source: str, line: int) -> Record:
     """Normalise one parsed JSON object; raises FieldError on invalid content."""
     if not isinstance(obj, dict):
-        raise FieldError(None, f"expected a JSON object, got {type(obj).__name__}")
+        kind = "null" if obj is None else type(obj).__name__
+        raise FieldError(None, f"expected a JSON object, got {kind}")
+    for key in fmt.required:
+        if key not in obj:
+            raise FieldError(key, "missing")
     messages, fields = fmt.parse(obj)
     extra = {k: v for k, v in obj.items() if k not in fmt.keys}
     rid = obj.get("id")
@@ -83,6 +113,7 @@ def _read(path: str | Path, fmt: str) -> tuple[list[Record], list[Problem]]:
     records, problems = [], []
     chosen: Format | None = FORMATS.get(fmt) if fmt != "auto" else None
     seen_ids: dict[str, int] = {}
+    first_line = 0
     for line, obj, err in iter_json_rows(path):
         if err:
             problems.append(Problem(source, line, err))
@@ -95,10 +126,17 @@ def _read(path: str | Path, fmt: str) -> tuple[list[Record], list[Problem]]:
                 problems.append(Problem(source, line, f"cannot tell the format from keys {keys}; "
                                                       f"expected one of: {known}"))
                 continue
+        first_line = first_line or line
         try:
             rec = parse_row(obj, chosen, source, line)
         except FieldError as e:
-            problems.append(Problem(source, line, e.reason, e.field))
+            reason = e.reason
+            other = detect_format(obj) if isinstance(obj, dict) else None
+            if e.reason == "missing" and other is not None and other is not chosen:
+                how = f"detected from line {first_line}" if fmt == "auto" else "as asked"
+                reason = (f"missing: this row has the keys of the {other.name} format, but the file is read as "
+                          f"{chosen.name} ({how}); one file holds one format")
+            problems.append(Problem(source, line, reason, e.field))
             continue
         if "id" in obj:
             if rec.id in seen_ids:
@@ -143,8 +181,8 @@ def validate_file(path: str | Path, fmt: str = "auto") -> list[Problem]:
         return _read(path, fmt)[1]
     except FileNotFoundError as e:
         return [Problem(str(path), 0, str(e).split(": ", 1)[-1])]
-    except UnicodeDecodeError as e:
-        return [Problem(str(path), 0, f"not UTF-8 text ({e.reason} at byte {e.start})")]
+    except DataError as e:
+        return e.problems
 
 
 def record_to_dict(record: Record, fmt: str | None = None) -> dict[str, Any]:
@@ -158,19 +196,16 @@ def write_records(path: str | Path, records: Iterable[Record], fmt: str | None =
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [record_to_dict(r, fmt) for r in records]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:  # a failure leaves the old file (or none) and no temporary file
         if path.suffix == ".json":
-            json.dump(rows, f, ensure_ascii=False, indent=1)
-            f.write("\n")
+            f.write(dumps_line(rows, indent=1) + "\n")
         else:
             for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+                f.write(dumps_line(row) + "\n")
     return len(rows)
 
 
 def read_lines(path: str | Path) -> list[str]:
     """Non-empty, stripped lines of a text file (instruction lists)."""
     p = resolve_source(path)
-    return [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return [ln.strip() for ln in read_text_lines(p) if ln.strip()]

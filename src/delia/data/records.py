@@ -54,7 +54,7 @@ class Record:
 
 @dataclass(frozen=True)
 class Problem:
-    """A reason a row is invalid; prints as `FILE:LINE: field: reason`."""
+    """A reason a row is invalid; prints as `FILE:LINE: field: reason` (`FILE: reason` for line 0, the file)."""
 
     file: str
     line: int
@@ -63,7 +63,8 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.field}: " if self.field else ""
-        return f"{self.file}:{self.line}: {where}{self.reason}"
+        line = f":{self.line}" if self.line else ""  # line 0: the file as a whole (missing, a directory)
+        return f"{self.file}{line}: {where}{self.reason}"
 
 
 class DataError(ValueError):
@@ -73,7 +74,8 @@ class DataError(ValueError):
         self.problems = problems
         shown = "\n".join(str(p) for p in problems[:limit])
         more = f"\n... and {len(problems) - limit} more" if len(problems) > limit else ""
-        super().__init__(f"{len(problems)} invalid row(s):\n{shown}{more}")
+        head = f"{len(problems)} invalid row(s):\n" if any(p.line for p in problems) else ""
+        super().__init__(f"{head}{shown}{more}")
 
 
 class FieldError(ValueError):

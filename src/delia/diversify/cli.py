@@ -61,7 +61,9 @@ def register(app: typer.Typer) -> None:
         from delia.diversify.tokens import check_special_token
 
         load_seeds(cfg)  # raises DataError naming file:line for lines without the token
-        lines = path.read_text(encoding="utf-8").splitlines()
+        from delia.data.jsonl import read_text_lines
+
+        lines = read_text_lines(path)
         numbered = [(i, ln.strip()) for i, ln in enumerate(lines, 1) if ln.strip()]
         variants = [v for _, v in numbered]
         fcfg = FilterConfig(cfg.token, cfg.min_count, cfg.max_count, cfg.min_chars, cfg.max_chars,

@@ -7,7 +7,6 @@ length, near-duplicates) round after round until N are kept, then writes the lis
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +15,9 @@ from typing import Any, Literal
 
 from delia.config import ConfigError, opt, to_dict
 from delia.data import DataError, Problem, read_lines
+from delia.data.jsonl import dumps_line, read_text_lines
 from delia.data.sources import resolve_source
+from delia.files import write_text_atomic
 from delia.diversify.grammar import grammar_propose
 from delia.diversify.llm import Complete, engine_complete, llm_propose
 from delia.diversify.text import FilterConfig, diversity_stats, filter_variants
@@ -107,7 +108,7 @@ def load_seeds(cfg: DiversifyConfig) -> list[str]:
     seeds: list[str] = []
     if cfg.seeds:
         lines = read_lines(cfg.seeds)
-        raw = resolve_source(cfg.seeds).read_text(encoding="utf-8").splitlines()
+        raw = read_text_lines(resolve_source(cfg.seeds))
         numbers = [i for i, ln in enumerate(raw, 1) if ln.strip()]
         problems = [Problem(cfg.seeds, ln, f"seed instruction does not contain {cfg.token}")
                     for ln, s in zip(numbers, lines) if cfg.token not in s]
@@ -194,12 +195,12 @@ def run_diversify(cfg: DiversifyConfig, complete: Complete | None = None, tokeni
     # Write the list and the report (also when short, so the rejections can be read).
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(v + "\n" for v in kept), encoding="utf-8")
+    write_text_atomic(out, "".join(v + "\n" for v in kept))
     report = {"config": to_dict(cfg), "kept": len(kept), "rounds": result.rounds,
               "unused_candidates": result.unused, "stats": result.stats,
               "token_check": result.token_check,
               "rejected": [{"text": t, "reason": r} for t, r in result.rejected]}
-    report_path(cfg.out).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text_atomic(report_path(cfg.out), dumps_line(report, indent=2) + "\n")
     if len(kept) < cfg.n:
         raise DiversifyError(f"only {len(kept)} of {cfg.n} variants survived the filters after {result.rounds} "
                            f"round(s); see {report_path(cfg.out)} for every rejection and its reason")

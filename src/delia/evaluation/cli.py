@@ -49,6 +49,11 @@ def register(app: typer.Typer) -> None:
         from delia.evaluation.report import summary_lines
         from delia.evaluation.run import run_eval
 
-        metrics = run_eval(cfg)
+        try:
+            metrics = run_eval(cfg)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see delia.cli.main)
+            typer.echo(f"interrupted: {cfg.out}/generations.jsonl keeps every finished generation; rerun the same "
+                       f"command to resume", err=True)
+            raise typer.Exit(130) from None
         typer.echo("\n".join(summary_lines(metrics)))
         typer.echo(f"\nwrote {cfg.out}/metrics.json, predictions.jsonl, summary.md")

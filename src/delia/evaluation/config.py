@@ -126,6 +126,11 @@ class EvalConfig:
     halu: HaluOptions = field(default_factory=HaluOptions, metadata={"help": "halu task"})
     translation: TranslationOptions = field(default_factory=TranslationOptions, metadata={"help": "translation"})
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions, metadata={"help": "analyses"})
+    max_prompt_tokens: int | None = opt(None, help="longest prompt in tokens (default: the model's context minus "
+                                                   "generation.max_new_tokens)")
+    long_prompts: Literal["error", "truncate"] | None = opt(
+        None, help="a prompt over the limit: error (default, names FILE:LINE) | truncate (cut the middle of its "
+                   "longest turn; counted in metrics.json model.prompts_cut)")
 
     def __post_init__(self) -> None:
         if not self.data:
@@ -134,7 +139,11 @@ class EvalConfig:
             raise ConfigError("out: an output directory is required (--out)")
         if self.threads is not None and self.threads < 1:
             raise ConfigError("threads must be >= 1")
+        if self.dtype not in ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16"):
+            raise ConfigError(f"dtype: {self.dtype!r} is not one of auto, fp32, bf16, fp16")
         if self.limit is not None and self.limit < 1:
             raise ConfigError("limit must be >= 1")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise ConfigError(f"max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
         if self.bootstrap < 0 or not 0 < self.ci_level < 1:
             raise ConfigError("bootstrap must be >= 0 and ci_level in (0, 1)")

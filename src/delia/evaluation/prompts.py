@@ -69,6 +69,7 @@ class TranslationExample:
     ref: str
     src_lang: str
     tgt_lang: str
+    where: str = ""
 
 
 def translation_example(rec: Record) -> TranslationExample:
@@ -79,7 +80,7 @@ def translation_example(rec: Record) -> TranslationExample:
         raise DataError([Problem(rec.source or "<memory>", rec.line or 0,
                                  f"expected a translation row with src, ref, src_lang, tgt_lang (missing {missing})",
                                  missing[0] if missing else None)])
-    return TranslationExample(rec.id, f["src"], f["ref"], f["src_lang"], f["tgt_lang"])
+    return TranslationExample(rec.id, f["src"], f["ref"], f["src_lang"], f["tgt_lang"], rec.where)
 
 
 def translation_prompt(ex: TranslationExample, template: str) -> list[dict[str, str]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from delia.config import ConfigError, save_config
+from delia.data.jsonl import AppendLog, dumps_line
 from delia.evaluation import metrics as M
 from delia.evaluation import outcomes
 from delia.evaluation.config import EvalConfig
@@ -21,6 +22,7 @@ from delia.evaluation.instructions import Instruction, assign, check_heldout, lo
 from delia.evaluation.parsing import check_keys, extract_label, object_closed, parse_output
 from delia.evaluation.prompts import (clean_translation, halu_example, halu_prompt, translation_done,
                                       translation_example, translation_prompt)
+from delia.files import atomic_write, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +37,37 @@ class EvalRow:
     prompt: list[dict[str, str]]
     gold: str | None = None  # reference reply (halu chat rows) or reference translation
     fields: dict[str, Any] = field(default_factory=dict)  # gold_label / src / ref
+    where: str = ""  # FILE:LINE of the example, for messages
 
 
 # ---------------------------------------------------------------- 1. rows
 
 
+def load_examples(path: str, task: str, label_key: str = "hallucination") -> list:
+    """The task's examples (HaluExample / TranslationExample) of a file; every bad row is reported.
+
+    Raises:
+        DataError: FILE:LINE: field: reason for each row the task cannot use (`delia data validate --for`
+            runs this same function).
+    """
+    from delia.data import DataError, read_records
+
+    make = (lambda r: halu_example(r, label_key)) if task == "halu" else translation_example
+    examples, problems = [], []
+    for rec in read_records(path):
+        try:
+            examples.append(make(rec))
+        except DataError as e:
+            problems += e.problems
+    if problems:
+        raise DataError(problems)
+    return examples
+
+
 def halu_rows(cfg: EvalConfig) -> list[EvalRow]:
     """Every (example, instruction) pair the spec asks for."""
-    from delia.data import read_records
-
     h = cfg.halu
-    examples = [halu_example(r, h.label_key) for r in read_records(cfg.data)][:cfg.limit]
+    examples = load_examples(cfg.data, "halu", h.label_key)[:cfg.limit]
     files = {"seen": h.seen_file, "unseen": h.unseen_file, "explicit": h.explicit_file, "heldout": h.heldout_path}
     rows: list[EvalRow] = []
     for item in parse_spec(h.instructions):
@@ -64,16 +86,14 @@ def halu_rows(cfg: EvalConfig) -> list[EvalRow]:
         for ex, instructions in zip(examples, per_ex):
             for ins in instructions:
                 rows.append(EvalRow(ex.id, ins.id, ins.set, halu_prompt(ex, ins), ex.gold,
-                                    {"gold_label": ex.label, "instruction": ins.text}))
+                                    {"gold_label": ex.label, "instruction": ins.text}, ex.where))
     return rows
 
 
 def translation_rows(cfg: EvalConfig) -> list[EvalRow]:
-    from delia.data import read_records
-
-    examples = [translation_example(r) for r in read_records(cfg.data)][:cfg.limit]
+    examples = load_examples(cfg.data, "translation")[:cfg.limit]
     return [EvalRow(ex.id, "template", f"{ex.src_lang}-{ex.tgt_lang}", translation_prompt(ex, cfg.translation.template),
-                    ex.ref, {"src": ex.src, "ref": ex.ref}) for ex in examples]
+                    ex.ref, {"src": ex.src, "ref": ex.ref}, ex.where) for ex in examples]
 
 
 # ---------------------------------------------------------------- 2. model
@@ -137,6 +157,22 @@ def _hooks():
     return hooks
 
 
+def _fit_prompts(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[str, Any],
+                 max_new_tokens: int) -> list[EvalRow]:
+    """Prompts over the model's context fail with FILE:LINE, or are cut (`long_prompts: truncate`)."""
+    from dataclasses import replace
+
+    from delia.lengths import guard_prompts, prompt_budget
+
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    limit = prompt_budget(cfg.max_prompt_tokens, context, max_new_tokens)
+    prompts, cuts = guard_prompts(tok, [r.prompt for r in rows], [r.where or r.example_id for r in rows], limit,
+                                  cfg.long_prompts)
+    if cuts:
+        info["prompts_cut"] = {"rows": len(cuts), "tokens": sum(cuts.values()), "limit": limit}
+    return [replace(r, prompt=prompts[i]) if i in cuts else r for i, r in enumerate(rows)]
+
+
 # ---------------------------------------------------------------- 3. generation (cached)
 
 
@@ -155,21 +191,19 @@ def generate_rows(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[s
                         cfg.decoder and [cfg.decoder, cfg.hook_options]], sort_keys=True, default=str)
     keys = [hashlib.sha256((ident + render_prompt(tok, r.prompt)).encode()).hexdigest() for r in rows]
     cache_path = Path(cfg.out) / "generations.jsonl"
+    if not cfg.resume:
+        cache_path.unlink(missing_ok=True)
+    # the sample cache's file mechanics: a torn last line is cut on open, appends are fsynced
+    store = AppendLog(cache_path, complete=lambda d: isinstance(d, dict) and "key" in d and "text" in d)
+    store.open()
     cache: dict[str, Generation] = {}
-    if cfg.resume and cache_path.exists():
-        for line in cache_path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by an interrupted write: that row is generated again
-                log.warning("%s: skipping a truncated line", cache_path)
-                continue
-            if d:
-                key = d.pop("key")
-                cache[key] = Generation(**d)
-    elif cache_path.exists():
-        cache_path.unlink()
+    for line, d, reason in store.rows():
+        try:
+            key = d.pop("key")
+            cache[key] = Generation(**d)
+        except (AttributeError, KeyError, TypeError):  # not a cache row: that row is generated again
+            log.warning("%s:%d: not a generation row (%s); it is generated again", cache_path, line,
+                        reason or "unexpected keys")
     todo = [i for i, k in enumerate(keys) if k not in cache]
     stop_fn = None
     if g.stop_early:
@@ -179,21 +213,23 @@ def generate_rows(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[s
 
     def on_batch(idx: list[int], gens: list) -> None:
         nonlocal tokens
-        with cache_path.open("a", encoding="utf-8") as f:
-            for j, gen in zip(idx, gens):
-                cache[keys[todo[j]]] = gen
-                f.write(json.dumps({"key": keys[todo[j]], **gen.__dict__}, ensure_ascii=False) + "\n")
+        store.append([{"key": keys[todo[j]], **gen.__dict__} for j, gen in zip(idx, gens)])
+        for j, gen in zip(idx, gens):
+            cache[keys[todo[j]]] = gen
         tokens += sum(x.n_new_tokens for x in gens)
         bar.update(len(gens))
         bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - t0, 1e-9):.1f}")
 
     if cfg.decoder:  # a baseline's decoder (language-model arithmetic) replaces batched generation
         generate = partial(_hooks().DECODERS.get(cfg.decoder), **cfg.hook_options)
-    if todo:
-        log.info("%d of %d rows to generate (%d cached)", len(todo), len(rows), len(rows) - len(todo))
-        generate(model, tok, [rows[i].prompt for i in todo], params, batch_size=g.batch_size, stop_fn=stop_fn,
-                 on_batch=on_batch)
-    bar.close()
+    try:
+        if todo:
+            log.info("%d of %d rows to generate (%d cached)", len(todo), len(rows), len(rows) - len(todo))
+            generate(model, tok, [rows[i].prompt for i in todo], params, batch_size=g.batch_size, stop_fn=stop_fn,
+                     on_batch=on_batch)
+    finally:
+        store.close()
+        bar.close()
     secs = time.perf_counter() - t0
     speed = {"rows_generated": len(todo), "rows_cached": len(rows) - len(todo), "seconds": round(secs, 2),
              # one prompt = one example under one instruction; examples_per_s is the same number (kept by name
@@ -310,25 +346,32 @@ def _clean(obj: Any) -> Any:
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate `cfg.model` (+ `cfg.adapter`) on `cfg.data`; write OUT/{metrics.json, predictions.jsonl,
-    summary.md, *.png, config.yaml, generations.jsonl}.
+    summary.md, *.png, config.yaml, generations.jsonl}. The prompts are built (and the data validated) before
+    OUT is created; OUT is locked while the stage runs.
 
     Returns:
         The metrics dict written to metrics.json.
     """
-    from delia.evaluation.report import write_plots, write_summary
+    from delia.data import DataError, Problem
+    from delia.files import locked_dir
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-
-    # 1. prompts (a baseline's prompt hook may rewrite them: ICL demonstrations, DiPMT hints)
+    # 1. prompts (a baseline's prompt hook may rewrite them: ICL demonstrations, DiPMT hints), before any
+    # output exists: bad input fails with nothing written
     if cfg.task == "halu":
         check_heldout(cfg.halu.instructions, cfg.halu.heldout_path, cfg.halu.seen_file)
     rows = halu_rows(cfg) if cfg.task == "halu" else translation_rows(cfg)
     if cfg.prompt_hook:
         rows = _hooks().PROMPT_HOOKS.get(cfg.prompt_hook)(rows, cfg, **cfg.hook_options)
     if not rows:
-        raise ValueError(f"{cfg.data}: no examples to evaluate")
+        raise DataError([Problem(cfg.data, 1, "no examples to evaluate")])
+    with locked_dir(cfg.out, "evaluation output"):  # a second `delia eval` on OUT fails at once
+        return _evaluate(cfg, rows)
+
+
+def _evaluate(cfg: EvalConfig, rows: list[EvalRow]) -> dict[str, Any]:
+    from delia.evaluation.report import write_plots, write_summary
+
+    out = Path(cfg.out)
 
     # 2. model
     if cfg.threads:
@@ -336,12 +379,15 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 
         torch.set_num_threads(cfg.threads)
     model, tok, info = load_for_eval(cfg, rows)
-
-    # 3. generation (resumable), with a budget from the data unless one is configured
     from delia.evaluation import budget as B
 
+    # a generation budget from the data unless one is configured; the prompt-length guard leaves room for it
     budget = B.resolve(cfg.generation.max_new_tokens, tok, rows, cfg.task,
                        cfg.halu.seen_file if cfg.task == "halu" else None)
+    rows = _fit_prompts(model, tok, rows, cfg, info, budget["max_new_tokens"])  # before anything is written
+    save_config(cfg, out / "config.yaml")
+
+    # 3. generation (resumable)
     gens, speed = generate_rows(model, tok, rows, cfg, info, budget["max_new_tokens"])
 
     # 4. parse and keep every prediction
@@ -349,9 +395,9 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 
     # 5. metrics with bootstrap intervals
     task_metrics = halu_metrics(preds, cfg) if cfg.task == "halu" else translation_metrics(preds, cfg)
-    with (out / "predictions.jsonl").open("w", encoding="utf-8") as f:
+    with atomic_write(out / "predictions.jsonl") as f:
         for p in preds:
-            f.write(json.dumps(_clean(p), ensure_ascii=False) + "\n")
+            f.write(dumps_line(_clean(p)) + "\n")
 
     # 6. analyses (loss, state space, hidden-state alignment)
     extra = analyses(model, tok, rows, cfg, info)
@@ -361,7 +407,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
                       "n_examples": len({r.example_id for r in rows}), "n_rows": len(rows),
                       "instructions": cfg.halu.instructions if cfg.task == "halu" else None,
                       "budget": budget, **task_metrics, **extra, "speed": speed})
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(out / "metrics.json", dumps_line(metrics, indent=2) + "\n")
     metrics["plots"] = write_plots(metrics, out)
     write_summary(metrics, out / "summary.md")
     return metrics

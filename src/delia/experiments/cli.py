@@ -85,8 +85,12 @@ def register(app: typer.Typer) -> None:
         t0 = time.perf_counter()
 
         left = {s.key: est.per_step[s.key] for s in plan.steps if not est.done[s.key]}
+        running: list = []  # [(index, step)] while a step runs, for the interrupt message
+        finished = [0]
 
         def on_step(i: int, n: int, step, status: str) -> None:
+            running[:] = [(i, step)] if status == "start" else []
+            finished[0] += status == "done"
             if status in ("start", "fail", "blocked"):
                 colour = {"start": "cyan", "fail": "red", "blocked": "yellow"}[status]
                 elapsed = _hms(time.perf_counter() - t0)
@@ -97,9 +101,14 @@ def register(app: typer.Typer) -> None:
 
         try:
             outcome = run_experiment(plan, on_step=on_step)
-        except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted after {_hms(time.perf_counter() - t0)}: finished steps are kept; "
-                          f"rerun the same command to resume[/yellow]")
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see delia.cli.main)
+            where = ""
+            if running:
+                i, step = running[0]
+                where = f" during step {i + 1}/{len(plan.steps)} ({step.kind} {step.key}, resumable)"
+            console.print(f"[yellow]interrupted{where} after {_hms(time.perf_counter() - t0)}: {finished[0]} "
+                          f"step(s) finished in this call and every finished step is kept; rerun the same "
+                          f"command to resume[/yellow]", soft_wrap=True, highlight=False)
             raise typer.Exit(130) from None
         out.print(f"ran {len(outcome.ran)}, skipped {len(outcome.skipped)} finished, failed {len(outcome.failed)}, "
                   f"blocked {len(outcome.blocked)} in {_hms(outcome.seconds)}; results: {exp.out_dir}/results.csv")

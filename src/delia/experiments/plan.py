@@ -116,7 +116,11 @@ class Ctx:
 
     def downstream(self) -> Step:
         """The first `size` rows of the training file."""
-        rows = self.subset(self.exp.data.train, self.size)
+        path = self.exp.data.train
+        if self.size > _rows(path):
+            raise ConfigError(f"grid.sizes: size {self.size} (method {self.method}) asks for more rows than "
+                              f"{path} has ({_rows(path)})")
+        rows = self.subset(path, self.size)
         if self.exp.data.task == "translation":  # src/ref rows -> chat rows the builder can diversify
             return self.transform("translation_chat", {"data": rows})
         return rows
@@ -198,6 +202,9 @@ class Ctx:
             test_inputs = dict(inputs)
         if d.test_rows:  # held-out rows of the test file, as a step of their own (so they are hashed by content)
             start, stop = d.test_rows
+            if stop > _rows(d.test):
+                raise ConfigError(f"data.test_rows: [{start}, {stop}) reaches past the {_rows(d.test)} rows of "
+                                  f"{d.test}")
             rows = self.subset(d.test, stop - start, start)
             # `data` is passed only for the dry-run's row count; the `examples` input replaces it at run time
             out = {"test": self.step("eval", test, {**test_inputs, "examples": rows}, fingerprint=files["digests"],
@@ -316,12 +323,23 @@ def _check_recipe(exp: ExperimentConfig, name: str) -> None:
     except (ConfigError, ValueError) as e:
         raise ConfigError(f"recipes.{name}: {e}" if "recipes." not in str(e) else str(e)) from None
 _DIGESTS: dict[str, str] = {}
+_ROWS: dict[str, int] = {}
 
 
 def _digest(path: str) -> str:
     if path not in _DIGESTS:
         _DIGESTS[path] = sha256_file(path)
     return _DIGESTS[path]
+
+
+def _rows(path: str) -> int:
+    """Non-blank lines of a data file (its rows, as the subset step counts them)."""
+    from delia.data.sources import resolve_source
+
+    if path not in _ROWS:
+        with open(resolve_source(path), "rb") as f:
+            _ROWS[path] = sum(1 for line in f if line.strip())
+    return _ROWS[path]
 
 
 @dataclass
@@ -342,6 +360,7 @@ def expand(exp: ExperimentConfig) -> Plan:
     from delia.methods import METHODS
 
     _DIGESTS.clear()  # files may have changed since the last plan in this process
+    _ROWS.clear()
     _check_heldout(exp)
     pool: dict[str, Step] = {}
     runs: dict[tuple, Run] = {}

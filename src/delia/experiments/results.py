@@ -25,7 +25,7 @@ def load_predictions(eval_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):  # "\n" only: rows may hold U+2028
         if not line.strip():
             continue
         try:

@@ -21,6 +21,7 @@ from delia.experiments.config import split_method
 from delia.experiments.plan import Plan, Step
 from delia.experiments.results import collect
 from delia.experiments.stages import run_step
+from delia.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 DONE = "done.json"
@@ -42,12 +43,16 @@ def step_done(step: Step, root: Path) -> bool:
     done = step.dir(root) / DONE
     if not done.exists():
         return False
+    try:
+        record = json.loads(done.read_text())
+    except ValueError:  # written atomically since; an older, torn one means "not finished"
+        return False
     if step.kind == "sample":
-        return json.loads(done.read_text()).get("limit", 0) >= step.volatile.get("limit", 0)
+        return record.get("limit", 0) >= step.volatile.get("limit", 0)
     if step.kind == "slice":
         # A topped-up slice depends on the build's exclusion rule, which is not in its key: redo it under another
         # rule (or under allow_repeat, which takes no top-up), so its content is always the same for the same rule.
-        s = json.loads(done.read_text()).get("summary") or {}
+        s = record.get("summary") or {}
         if s.get("topped_up") and (s.get("need"), s.get("exclude_truncated")) != (
                 step.volatile.get("need"), step.volatile.get("exclude_truncated")):
             return False
@@ -124,7 +129,7 @@ def run_experiment(plan: Plan, on_step=None) -> Outcome:
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "summary": _jsonable(summary)}
         if step.kind == "sample":
             record["limit"] = step.volatile.get("limit", 0)
-        (d / DONE).write_text(json.dumps(record, indent=2) + "\n")
+        write_text_atomic(d / DONE, json.dumps(record, indent=2) + "\n")  # the step's completion mark: never torn
         (d / "error.txt").unlink(missing_ok=True)
         out.ran.append(name)
         notify("done")

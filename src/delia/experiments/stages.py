@@ -176,12 +176,11 @@ def _run_sample(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> d
 def _run_subset(config: dict[str, Any], inputs: dict[str, Path], out: Path) -> dict[str, Any]:
     """Rows start..start+n of a data file, byte for byte (the paper's data-size axis; held-out test rows)."""
     from delia.data import read_records
-
     from delia.data.sources import resolve_source
 
     src, n, start = resolve_source(config["path"]), int(config["n"]), int(config.get("start", 0))
-    lines = [ln if ln.endswith("\n") else ln + "\n"
-             for ln in src.read_text(encoding="utf-8").splitlines(keepends=True) if ln.strip()]
+    # rows end at "\n" only: str.splitlines would also cut a row at a U+2028 inside one of its strings
+    lines = [ln + "\n" for ln in src.read_text(encoding="utf-8").removesuffix("\n").split("\n") if ln.strip()]
     if start + n > len(lines):
         raise ConfigError(f"{src}: rows {start}..{start + n} asked for, but the file has {len(lines)} rows")
     (out / "data.jsonl").write_text("".join(lines[start:start + n]), encoding="utf-8")

@@ -8,7 +8,6 @@ index it (byte offsets only), and selected rows are read back by seeking while t
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import random
@@ -21,7 +20,9 @@ from tqdm import tqdm
 
 import delia
 from delia.data import DataError, Problem, read_records
+from delia.data.jsonl import dumps_line, read_text_lines
 from delia.diversify.apply import Template, apply_instructions, check_token, split_rows
+from delia.files import atomic_write
 from delia.mixing.cache import CacheScan, read_row, scan_cache
 from delia.mixing.config import BuildConfig
 from delia.mixing.manifest import sha256_file, write_json
@@ -38,13 +39,24 @@ def load_variants(path: str, token: str) -> list[str]:
     """Instruction variants, one per non-empty line; every line must contain `token` (errors name file:line)."""
     from delia.data.sources import resolve_source
 
-    lines = resolve_source(path).read_text(encoding="utf-8").splitlines()
+    lines = read_text_lines(resolve_source(path))  # a missing file: FileNotFoundError naming it
     numbered = [(i, ln.strip()) for i, ln in enumerate(lines, 1) if ln.strip()]
     if not numbered:
         raise DataError([Problem(path, 1, "instruction file holds no instructions")])
     if token:
         check_token([(path, i, t) for i, t in numbered], token)
     return [t for _, t in numbered]
+
+
+def read_downstream(path: str, template: Template) -> tuple[list, list]:
+    """(records, splits) of a downstream file: rows with a reply whose user turn matches `template`.
+
+    Raises:
+        DataError: every row build cannot use, as FILE:LINE: field: reason (`delia data validate --for build`
+            runs this same function).
+    """
+    records = read_records(path)
+    return records, split_rows(records, template)
 
 
 def build(cfg: BuildConfig, tokenizer=None) -> dict[str, Any]:
@@ -63,8 +75,7 @@ def build(cfg: BuildConfig, tokenizer=None) -> dict[str, Any]:
     template = Template(cfg.template)
 
     # Downstream rows: find each instruction, then keep / sample / fix it.
-    records = read_records(cfg.downstream)
-    splits = split_rows(records, template)
+    records, splits = read_downstream(cfg.downstream, template)
     if cfg.mode == "sample":
         variants = load_variants(cfg.instructions, cfg.token)
     elif cfg.mode == "fixed":
@@ -111,8 +122,9 @@ def build(cfg: BuildConfig, tokenizer=None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     sequence = order(len(rows), n_div, cfg.schedule, random.Random(_seed(cfg.seed, "order")))
     down_ids = {r.id: r.where for r in rows}
-    digest, tmp = hashlib.sha256(), out / ".train.jsonl.tmp"
-    with open(tmp, "w", encoding="utf-8") as f, (open(cfg.diverse, "rb") if scan else open(os.devnull, "rb")) as cache:
+    digest = hashlib.sha256()
+    # atomic: a failure (full disk, interrupt) leaves no train.jsonl and no temporary file
+    with atomic_write(out / "train.jsonl") as f, (open(cfg.diverse, "rb") if scan else open(os.devnull, "rb")) as cache:
         for is_down, i in tqdm(sequence, desc="build", unit="row", disable=None):
             if is_down:
                 row = {"id": rows[i].id, "messages": rows[i].messages, "source": "downstream"}
@@ -124,13 +136,12 @@ def build(cfg: BuildConfig, tokenizer=None) -> dict[str, Any]:
                                      f"{down_ids[row['id']]}; ids must be unique across sources")
                 if rep:
                     row["id"] = f"{row['id']}#r{rep}"
-            line = json.dumps(row, ensure_ascii=False) + "\n"
+            line = dumps_line(row) + "\n"
             digest.update(line.encode("utf-8"))
             f.write(line)
-    os.replace(tmp, out / "train.jsonl")
     excluded = scan.excluded if scan else []
-    with open(out / "excluded.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in excluded)
+    with atomic_write(out / "excluded.jsonl") as f:
+        f.writelines(dumps_line(e) + "\n" for e in excluded)
 
     # The manifest: everything needed to tell two training sets apart, and nothing that varies between runs.
     manifest = {

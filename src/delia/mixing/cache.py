@@ -14,6 +14,7 @@ from typing import Any
 from delia.data import DataError, FieldError, Problem
 from delia.data.formats import FORMATS
 from delia.data.io import parse_row
+from delia.data.jsonl import decode_line, parse_json
 
 
 @dataclass
@@ -81,6 +82,8 @@ def scan_cache(path: str | Path, token: str = "", exclude_truncated: bool = Fals
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: diverse cache not found")
+    if path.is_dir():
+        raise DataError([Problem(str(path), 0, "is a directory, not a diverse cache file")])
     fmt = FORMATS.get("messages")
     scan = CacheScan(str(path), "")
     digest = hashlib.sha256()
@@ -94,12 +97,13 @@ def scan_cache(path: str | Path, token: str = "", exclude_truncated: bool = Fals
             if not raw.strip():
                 continue
             scan.rows += 1
-            try:
-                obj = json.loads(raw)
-                rec = parse_row(obj, fmt, str(path), lineno)
-            except json.JSONDecodeError as e:
-                problems.append(Problem(str(path), lineno, f"invalid JSON: {e.msg} (column {e.colno})"))
+            text, reason = decode_line(raw[:-1] if raw.endswith(b"\n") else raw)
+            obj, field, reason = parse_json(text) if text is not None else (None, None, reason)
+            if reason:
+                problems.append(Problem(str(path), lineno, reason, field))
                 continue
+            try:
+                rec = parse_row(obj, fmt, str(path), lineno)
             except FieldError as e:
                 problems.append(Problem(str(path), lineno, e.reason, e.field))
                 continue

@@ -10,25 +10,10 @@ import typer
 
 def cli_config(cls: type, config: Path | None, overrides: list[str] | None, given: dict[str, Any]):
     """Config from YAML, then the options given on the command line, then `key=value` overrides (last wins)."""
-    import yaml
+    from delia.config import flag_overrides, load_config
 
-    from delia.config import ConfigError, from_dict, merge, parse_overrides
-
-    data: dict[str, Any] = {}
-    if config is not None:
-        if not config.exists():
-            raise ConfigError(f"{config}: config file not found")
-        try:
-            data = yaml.safe_load(config.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{config}: invalid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{config}: top level must be a mapping")
-    data = merge(merge(data, {k: v for k, v in given.items() if v is not None}), parse_overrides(overrides or []))
-    try:
-        return from_dict(cls, data)
-    except (ConfigError, ValueError) as e:
-        raise ConfigError(f"{config}: {e}" if config else str(e)) from None
+    # the given options go in as (JSON-quoted) overrides of the file, `key=value` overrides last
+    return load_config(cls, config, flag_overrides(given) + list(overrides or []))
 
 
 def register(app: typer.Typer) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def write_json(path: str | Path, data: Any) -> None:
     """Atomic, deterministic JSON (fixed indentation, insertion order, trailing newline, no timestamps)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from delia.files import write_json_atomic
+
+    write_json_atomic(path, data, indent=2)

@@ -53,9 +53,14 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(SampleConfig, config, given + list(overrides or []))
         try:
             summary = run_sample(cfg, progress=not no_progress)
-        except KeyboardInterrupt:
-            Console(stderr=True).print(f"[yellow]interrupted: {cfg.out} holds every finished batch; rerun the "
-                                       f"same command to resume[/yellow]")
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (see delia.cli.main)
+            from rich.markup import escape
+
+            from delia.sampling.run import SampleInterrupted
+
+            line = str(e) if isinstance(e, SampleInterrupted) else (
+                f"interrupted: {cfg.out} holds every finished batch; rerun the same command to resume")
+            Console(stderr=True).print(f"[yellow]{escape(line)}[/yellow]", soft_wrap=True, highlight=False)
             raise typer.Exit(130) from None
         if as_json:
             typer.echo(json.dumps(summary.to_dict(), indent=2))

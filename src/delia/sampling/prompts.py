@@ -6,7 +6,7 @@ and rows are testable without a model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from delia.data.records import FieldError, Record
@@ -20,6 +20,7 @@ class Query:
     id: str
     text: str
     reference: str | None = None
+    where: str = field(default="", compare=False)  # FILE:LINE of the row it came from, for messages
 
 
 def query_of(record: Record) -> Query:
@@ -34,7 +35,7 @@ def query_of(record: Record) -> Query:
                                      f"{[t['role'] for t in record.messages]}")
     if not turns[0]["content"].strip():
         raise FieldError("messages", "empty query")
-    return Query(record.id, turns[0]["content"], record.response or None)
+    return Query(record.id, turns[0]["content"], record.response or None, record.where)
 
 
 def sample_prompt(query: Query, one_shot: bool = True) -> list[dict[str, str]]:

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from delia.config import opt
+from delia.data.jsonl import dumps_line, read_text_lines
 from delia.data.records import DataError, FieldError, Problem
+from delia.files import write_text_atomic
 from delia.generation import Generation, GenParams
 from delia.models import DEFAULT_MODEL
 from delia.sampling.cache import SampleCache, cache_key
@@ -37,6 +39,10 @@ class SampleConfig:
     seed: int = opt(0, help="Sampling seed (part of each row's cache key).")
     one_shot: bool = opt(True, help="Show the reference answer as a one-shot demo when a query has one.")
     self_query: SelfQueryConfig = field(default_factory=SelfQueryConfig, metadata={"help": "Magpie settings."})
+    max_prompt_tokens: int | None = opt(None, help="Longest prompt in tokens (default: the model's context minus "
+                                                   "max_new_tokens); transformers and vllm engines.")
+    long_prompts: str | None = opt(None, help="A prompt over the limit: error (default, names FILE:LINE) | "
+                                              "truncate (cut the middle of its longest turn).")
 
     def __post_init__(self) -> None:
         if not self.out:
@@ -49,6 +55,10 @@ class SampleConfig:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if self.max_new_tokens < 1 or self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError("max_new_tokens must be >= 1, temperature >= 0 and 0 < top_p <= 1")
+        if self.long_prompts not in (None, "error", "truncate"):
+            raise ValueError(f"long_prompts: {self.long_prompts!r} is not one of error, truncate")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise ValueError(f"max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
 
     def params(self) -> dict[str, Any]:
         """The sampling parameters recorded in every row and hashed into its key."""
@@ -79,6 +89,18 @@ class SampleSummary:
         return asdict(self)
 
 
+class SampleInterrupted(KeyboardInterrupt):
+    """An interrupted `run_sample`: every answer received is in the cache; `summary` says how far it got."""
+
+    def __init__(self, summary: SampleSummary, out: str) -> None:
+        self.summary = summary
+        s = summary
+        left = s.total - s.duplicates - s.skipped - s.done
+        super().__init__(f"interrupted: {s.done} new answer(s) kept in {out} ({s.skipped + s.done} of "
+                         f"{s.total - s.duplicates} queries answered), {left} not sent; rerun the same command "
+                         f"to resume")
+
+
 def load_queries(path: str | Path, limit: int | None = None) -> list[Query]:
     """Queries from any supported file; every bad row is reported as FILE:LINE: field: reason."""
     from delia.data import read_records
@@ -98,13 +120,11 @@ def load_queries(path: str | Path, limit: int | None = None) -> list[Query]:
 def _self_query_list(cfg: SampleConfig, engine) -> list[Query]:
     """Magpie queries, saved beside the cache so a resumed run answers the same ones."""
     path = Path(cfg.out).with_suffix(".queries.jsonl")
-    saved = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    saved = [json.loads(line) for line in read_text_lines(path) if line.strip()] if path.exists() else []
     if len(saved) < cfg.self_queries:
         texts = self_queries(engine, cfg.self_queries, cfg.self_query, seed=cfg.seed)
         saved = [{"id": f"self-{i:06d}", "query": t} for i, t in enumerate(texts)]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in saved), encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, "".join(dumps_line(r) + "\n" for r in saved))
         log.info("wrote %d self-written queries to %s", len(saved), path)
     return [Query(r["id"], r["query"]) for r in saved[:cfg.self_queries]]
 
@@ -124,6 +144,7 @@ def run_sample(cfg: SampleConfig, engine=None, progress: bool = True) -> SampleS
     t0 = time.perf_counter()
     # 1. queries (read and validated before the model loads, so bad input fails fast)
     queries = load_queries(cfg.queries, cfg.limit) if cfg.queries else None
+    build_engine = engine is None
     engine = engine or make_engine(cfg.engine, cfg.model, **cfg.engine_options)
     if queries is None:
         queries = _self_query_list(cfg, engine)
@@ -134,6 +155,8 @@ def run_sample(cfg: SampleConfig, engine=None, progress: bool = True) -> SampleS
     for q in queries:
         keyed.setdefault(cache_key(q.text, q.reference if cfg.one_shot else None, identity, params, cfg.seed), q)
     summary = SampleSummary(total=len(queries), duplicates=len(queries) - len(keyed))
+    # prompts over the model's context fail (or are cut) here, before the cache opens or the model loads
+    cut = _guard(cfg, list(keyed.items())) if build_engine and cfg.engine != "openai" else {}
 
     with SampleCache(cfg.out) as cache:
         todo = [(k, q) for k, q in keyed.items() if k not in cache.keys]
@@ -148,6 +171,11 @@ def run_sample(cfg: SampleConfig, engine=None, progress: bool = True) -> SampleS
                 rows = [sample_row(todo[i][1], todo[i][0], g, identity, params, engine.name,
                                    cfg.seed)
                         for i, g in zip(idx, gens)]
+                for i, row in zip(idx, rows):
+                    if todo[i][0] in cut:  # the row holds the query as the model saw it
+                        prompt, n = cut[todo[i][0]]
+                        row["messages"][0]["content"] = prompt[-1]["content"]
+                        row["meta"]["prompt_tokens_cut"] = n
                 cache.append(rows)
                 summary.done += len(rows)
                 summary.empty += sum(not g.text.strip() for g in gens)
@@ -157,14 +185,30 @@ def run_sample(cfg: SampleConfig, engine=None, progress: bool = True) -> SampleS
 
             t_gen = time.perf_counter()
             try:
-                engine.generate([sample_prompt(q, cfg.one_shot) for _, q in todo], gen_params, on_batch=on_batch)
+                engine.generate([cut[k][0] if k in cut else sample_prompt(q, cfg.one_shot) for k, q in todo],
+                                gen_params, on_batch=on_batch)
             except RowsFailed as e:  # the other rows are in the cache; failed ones are retried on the next run
                 summary.failed = len(e.failed)
                 summary.failures = {todo[i][1].id: reason for i, reason in e.failed.items()}
                 log.warning("%s", e)
+            except KeyboardInterrupt:  # the engine passed every answer received to on_batch: it is in the cache
+                raise SampleInterrupted(summary, cfg.out) from None
             summary.generate_seconds = time.perf_counter() - t_gen
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _guard(cfg: SampleConfig, keyed: list[tuple[str, Query]]) -> dict[str, tuple[list, int]]:
+    """key -> (prompt cut to fit, tokens cut) for the prompts over the limit; raises DataError in error mode."""
+    from delia.lengths import context_length, guard_prompts, prompt_budget
+    from delia.models import load_tokenizer
+
+    limit = prompt_budget(cfg.max_prompt_tokens, context_length(cfg.model), cfg.max_new_tokens)
+    if limit is None or not keyed:
+        return {}
+    prompts, cuts = guard_prompts(load_tokenizer(cfg.model), [sample_prompt(q, cfg.one_shot) for _, q in keyed],
+                                  [q.where or q.id for _, q in keyed], limit, cfg.long_prompts)
+    return {keyed[i][0]: (prompts[i], n) for i, n in cuts.items()}
 
 
 class _Progress:

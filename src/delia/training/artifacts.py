@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +38,9 @@ class RunError(ValueError):
 
 def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically (temporary file, then rename) so an interrupt never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n")
-    os.replace(tmp, path)
+    from delia.files import write_json_atomic
+
+    write_json_atomic(path, data, indent=1)
 
 
 def read_run_meta(run_dir: str | Path) -> dict[str, Any]:

@@ -37,7 +37,12 @@ def register(app: typer.Typer) -> None:
             return
         from delia.training.train import run_train
 
-        result = run_train(cfg)
+        try:
+            result = run_train(cfg)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see delia.cli.main)
+            typer.echo(f"interrupted: {cfg.out} keeps its last complete checkpoint; rerun the same command to "
+                       f"resume", err=True)
+            raise typer.Exit(130) from None
         verb = "already trained" if result.skipped else "trained"
         loss = f", loss {result.train_loss:.4f}" if result.train_loss is not None else ""
         typer.echo(f"{verb}: {result.run_dir} (step {result.global_step}{loss})")

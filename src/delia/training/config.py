@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -91,11 +92,24 @@ class TrainConfig:
             raise ConfigError(f"batching: {self.batching!r} is not one of rebalance, random, packed")
         if self.resume not in ("auto", "always", "never"):
             raise ConfigError(f"resume: {self.resume!r} is not one of auto, always, never")
+        for name in ("learning_rate", "weight_decay", "epochs", "lora_dropout"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)}")
+        if self.learning_rate < 0:  # 0 is allowed: a continued stage that must not move (tests, ablations)
+            raise ConfigError(f"learning_rate must be >= 0, got {self.learning_rate}")
+        if self.warmup_steps < 0 or self.weight_decay < 0:
+            raise ConfigError(f"warmup_steps and weight_decay must be >= 0, got {self.warmup_steps} and "
+                              f"{self.weight_decay}")
+        if self.token_sigma is not None and not (math.isfinite(self.token_sigma) and self.token_sigma > 0):
+            raise ConfigError(f"token_sigma must be > 0, got {self.token_sigma}")
         for name in ("lora_r", "lora_alpha", "micro_batch_size", "max_length", "save_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.batch_size is not None and self.batch_size % min(self.micro_batch_size, self.batch_size):
+            raise ConfigError(f"batch_size {self.batch_size} is not a multiple of micro_batch_size "
+                              f"{self.micro_batch_size}")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
@@ -112,6 +126,42 @@ class TrainConfig:
                  "gradient_accumulation_steps", "max_length"} & set(self.trl)
         if clash:
             raise ConfigError(f"trl: {sorted(clash)} are TrainConfig fields; set them there, not under trl")
+        if self.lr_scheduler_type != "constant_with_warmup":
+            from transformers.trainer_utils import SchedulerType
+
+            names = [s.value for s in SchedulerType]
+            if self.lr_scheduler_type not in names:
+                close = difflib.get_close_matches(self.lr_scheduler_type, names, n=1)
+                raise ConfigError(f"lr_scheduler_type: {self.lr_scheduler_type!r} is not a transformers scheduler"
+                                  + (f"; did you mean {close[0]}?" if close else f" ({', '.join(names)})"))
+        if self.trl:
+            self._check_trl()
+
+    def _check_trl(self) -> None:
+        """Unknown SFTConfig keys (with the closest match) and wrongly typed values fail here, at config time,
+        not after the model has loaded."""
+        import dataclasses
+        import typing
+
+        from trl import SFTConfig
+
+        from delia.config import _coerce, _unwrap_optional
+
+        names = [f.name for f in dataclasses.fields(SFTConfig) if f.init]
+        try:
+            hints = typing.get_type_hints(SFTConfig)
+        except Exception:  # an annotation this Python cannot resolve: check names only
+            hints = {}
+        for key, value in self.trl.items():
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=2)
+                hint = f"; did you mean {' or '.join(close)}?" if close else ""
+                raise ConfigError(f"trl.{key}: not an SFTConfig option{hint}")
+            tp = _unwrap_optional(hints.get(key))
+            if tp in (bool, int, float, str) and value is not None:
+                coerced = _coerce(value, tp, f"trl.{key}")
+                if isinstance(value, str):  # only a YAML-1.1 number string changes (hashes stay as they were)
+                    self.trl[key] = coerced
 
 
 def effective_batch(n_rows: int, batch_size: int | None) -> int:

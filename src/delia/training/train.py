@@ -11,6 +11,7 @@ only (a tied model's head first gets its own frozen copy); see docs/training.md 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 
-from delia.config import ConfigError, config_hash, save_config, to_dict
+from delia.config import ConfigError, config_hash, to_dict
 from delia.precision import SHORT, Precision, write_recorded
 from delia.training.artifacts import LOG_FILE, ROWS_FILE, RUN_FILE, RunError, continue_from, save_new_rows, write_json
 from delia.training.compat import compact_fused_head, patch_fused_head, untie_output_embeddings
@@ -84,11 +85,6 @@ def trained_precision(trainer, model) -> Precision:
 def _special_tokens(cfg: TrainConfig) -> list[str]:
     # Config tokens first, then the manifest's, without repeats.
     return list(dict.fromkeys([*cfg.special_tokens, *manifest_special_tokens(cfg.data)]))
-
-
-def _checkpoints(run_dir: Path) -> list[Path]:
-    ckpts = [p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return sorted(ckpts, key=lambda p: int(p.name.split("-")[-1]))
 
 
 def _resume_hash(cfg: TrainConfig, free: tuple[str, ...] = RESUME_FREE) -> str:
@@ -181,6 +177,9 @@ def expected_padding(lengths: list[int], cfg: TrainConfig, effective: int, micro
 def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
     """Train a LoRA adapter (and the new tokens' rows) and write the run directory.
 
+    The run directory is locked for the whole call (a second process on it fails at once). Checkpoints are
+    sealed when complete; a rerun resumes from the newest sealed one (see `delia.training.checkpoints`).
+
     Args:
         cfg: the resolved training config (`data` and `out` required).
         callbacks: extra `transformers.TrainerCallback`s (tests use one to simulate an interruption).
@@ -188,36 +187,59 @@ def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
         TrainResult with the run directory and final step. A finished run with the same config is skipped.
     Raises:
         ConfigError, DataError, RunError: bad config, bad rows, or a run directory holding something else.
+        LockError: another process is training into the same directory.
     """
+    if not cfg.data or not cfg.out:
+        raise ConfigError("train needs data (--data) and out (--out)")
+    from delia.files import locked_dir
+
+    try:  # TRL's own checks of the options (scheduler names, incompatible flags) before anything loads
+        with warnings.catch_warnings():  # its deprecation notes come again when the real config is built
+            warnings.simplefilter("ignore")
+            sft_config(cfg, Path(cfg.out), 1, 1, resolve_bf16(cfg.precision), 1)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"trl / TrainingArguments rejects the options: {e}") from None
+
+    # Only rank 0 takes the lock: the other processes of a multi-process run share the directory.
+    lock = locked_dir(cfg.out, "training run") if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    with lock:
+        return _train(cfg, callbacks)
+
+
+def _train(cfg: TrainConfig, callbacks: list | None) -> TrainResult:
     from datasets import Dataset
     from trl import SFTTrainer
 
     from delia import __version__
     from delia.models import add_special_tokens, is_tied, load_model, load_tokenizer, model_identity, resolve_model
+    from delia.training.checkpoints import SEALED_MARK, CheckpointSeal, pick_checkpoint, total_train_loss
     from delia.training.progress import TrainLog
-
-    if not cfg.data or not cfg.out:
-        raise ConfigError("train needs data (--data) and out (--out)")
 
     # ---- run directory: skip a finished identical run, resume an interrupted one
     run_dir = Path(cfg.out)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     main_process = int(os.environ.get("RANK", "0")) == 0
     if (run_dir / RUN_FILE).exists():
-        done = json.loads((run_dir / RUN_FILE).read_text())
+        try:
+            done = json.loads((run_dir / RUN_FILE).read_text())
+        except ValueError:
+            raise RunError(f"{run_dir / RUN_FILE}: not valid JSON; remove the run directory or choose another "
+                           f"--out") from None
         if done.get("finished_hash") == _finished_hash(cfg):
             log.info("%s already holds this finished run; skipping", run_dir)
             return TrainResult(run_dir, done.get("global_step", 0), done.get("train_loss"), None, skipped=True)
         raise RunError(f"{run_dir}: holds a finished run with another config; choose another --out")
-    ckpts = _checkpoints(run_dir)
-    if ckpts and cfg.resume == "never":
-        raise RunError(f"{run_dir}: has checkpoints ({ckpts[-1].name}) and resume=never; remove them or "
+    saved = (run_dir / "train_config.yaml").read_text() if (run_dir / "train_config.yaml").exists() else ""
+    # Runs written before checkpoints were sealed are judged by their trainer_state.json instead.
+    # (only rank 0 removes incomplete checkpoints; every rank reaches the same choice)
+    last = pick_checkpoint(run_dir, sealed=SEALED_MARK in saved or not saved, remove=main_process)
+    if last and cfg.resume == "never":
+        raise RunError(f"{run_dir}: has checkpoints ({last.name}) and resume=never; remove them or "
                        f"choose another --out")
-    if not ckpts and cfg.resume == "always":
-        raise RunError(f"{run_dir}: resume=always but there is no checkpoint to resume from")
-    resume_from = str(ckpts[-1]) if ckpts else None
+    if not last and cfg.resume == "always":
+        raise RunError(f"{run_dir}: resume=always but there is no complete checkpoint to resume from")
+    resume_from = str(last) if last else None
     if resume_from:
-        saved = (run_dir / "train_config.yaml").read_text() if (run_dir / "train_config.yaml").exists() else ""
         if f"resume_hash: {_resume_hash(cfg)}" not in saved:
             raise RunError(f"{run_dir}: checkpoints come from a different config (train_config.yaml); resume with "
                            f"the same settings or choose another --out")
@@ -252,10 +274,14 @@ def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
     padding = expected_padding(lengths, cfg, effective, micro, accum, world_size)
 
     if main_process:
+        import yaml
+
+        from delia.files import write_text_atomic
+
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "train_config.yaml")
-        with open(run_dir / "train_config.yaml", "a") as f:
-            f.write(f"# resume_hash: {_resume_hash(cfg)}\n")
+        # atomic: a kill while rewriting it must not lose the resume hash of the checkpoints beside it
+        write_text_atomic(run_dir / "train_config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False)
+                          + f"# resume_hash: {_resume_hash(cfg)}\n{SEALED_MARK}\n")
         if info is not None:
             save_new_rows(model, info.old_rows, run_dir / ROWS_FILE)
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
@@ -280,7 +306,7 @@ def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
 
             model, peft_config = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True), None
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=peft_config, callbacks=list(callbacks or []))
+                             peft_config=peft_config, callbacks=[CheckpointSeal(), *(callbacks or [])])
     trainer.callback_handler.callbacks.insert(0, train_log)  # first, so tokens/s reaches every logger
     peft_model = trainer.model
     patch_fused_head(peft_model)
@@ -292,9 +318,22 @@ def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
              len(data.rows), effective, micro, accum, world_size, bf16, 100 * (padding or 0))
 
     t0 = time.perf_counter()
-    with compact_fused_head(cfg.compact_head):
-        out = trainer.train(resume_from_checkpoint=resume_from)
+    try:
+        with compact_fused_head(cfg.compact_head):
+            out = trainer.train(resume_from_checkpoint=resume_from)
+    except Exception as e:  # a full disk or a vanished directory while saving a checkpoint
+        why = _write_failure(e)
+        if why is None:
+            raise
+        if main_process:
+            pick_checkpoint(run_dir)  # frees the half-written checkpoint now
+        hint = "the disk is full: free space and " if "No space left" in why else ""
+        raise RunError(f"{run_dir}: cannot write a checkpoint ({why}); {hint}rerun the same command to resume from "
+                       f"the last complete checkpoint") from None
     seconds = time.perf_counter() - t0
+    resumed_step = int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0
+    train_loss = total_train_loss(trainer.state.log_history, resumed_step, out.training_loss,
+                                  trainer.state.global_step)
 
     # ---- artifacts
     trainer.save_model(str(run_dir))
@@ -313,7 +352,7 @@ def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
                       "batching": cfg.batching, "expected_padding_fraction": padding},
             "precision": "bf16-autocast" if bf16 else "fp32",
             "dtype": precision.to_dict(),  # what reloading restores (delia.precision)
-            "global_step": trainer.state.global_step, "train_loss": out.training_loss,
+            "global_step": trainer.state.global_step, "train_loss": train_loss,
             "resumed_from": resume_from, "train_seconds": round(seconds, 1),
             "config": to_dict(cfg), "resume_hash": _resume_hash(cfg), "finished_hash": _finished_hash(cfg),
         }
@@ -326,7 +365,18 @@ def run_train(cfg: TrainConfig, callbacks: list | None = None) -> TrainResult:
             write_recorded(merged_dir, precision)
             meta["merged"] = "merged"
         write_json(run_dir / RUN_FILE, meta)
-    return TrainResult(run_dir, trainer.state.global_step, out.training_loss, resume_from)
+    return TrainResult(run_dir, trainer.state.global_step, train_loss, resume_from)
+
+
+def _write_failure(e: BaseException) -> str | None:
+    """The reason when `e` is a failed write (OSError, or what safetensors / torch.save raise for one), else None."""
+    if isinstance(e, OSError):
+        return f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e)
+    text = str(e)
+    # safetensors: "I/O error: No space left on device (os error 28)"; torch.save: "... file write failed"
+    if type(e).__name__ == "SafetensorError" or "file write failed" in text or "os error" in text:
+        return "No space left on device" if ("os error 28" in text or "No space left" in text) else text[:200]
+    return None
 
 
 def _read_log(path: Path) -> list[dict[str, Any]]:

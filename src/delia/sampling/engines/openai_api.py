@@ -1,19 +1,25 @@
 """`openai` engine: any OpenAI-compatible endpoint (vLLM / llama.cpp / TGI servers, hosted APIs).
 
-Requests run concurrently on a thread pool sharing one `httpx.Client`. HTTP 429, 408, 5xx, timeouts and
-connection errors are retried with exponential backoff and jitter (a server's `Retry-After` wins); other
-4xx answers fail that row only. When the endpoint stays unreachable the run stops with one clear error
-instead of retrying every remaining row.
+Requests run concurrently on `concurrency` worker threads sharing one `httpx.Client`. HTTP 429, 408, 5xx,
+timeouts and connection errors are retried with exponential backoff and jitter (a server's `Retry-After`
+wins); other 4xx answers fail that row only. When the endpoint stays unreachable the run stops with one clear
+error instead of retrying every remaining row.
+
+An interrupt (Ctrl-C, or SIGTERM through the CLI) stops the run at once: no queued request is sent and no
+retry is made; answers to requests already in flight are awaited for up to `stop_grace` seconds, and every
+answer received reaches `on_batch` (the cache) before the interrupt propagates. The workers are daemon
+threads, so a request still hanging after that does not keep the process alive.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import random
 import threading
+import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 from delia.generation import Generation, GenParams, Prompt
@@ -32,6 +38,10 @@ class _Unreachable(Exception):
     """The endpoint could not be reached at all after every retry."""
 
 
+class _Stopped(Exception):
+    """The run was stopped (an interrupt, or the endpoint found unreachable) before this row finished."""
+
+
 @ENGINES.register("openai", help="Any OpenAI-compatible chat endpoint: concurrent requests, retries, key from env")
 class OpenAIEngine:
     """Chat prompts go to `/chat/completions`, string prompts to `/completions`.
@@ -46,20 +56,21 @@ class OpenAIEngine:
         timeout: seconds per request (connect, read and write).
         backoff: first retry delay in seconds; doubles per retry, capped at `max_backoff`, with jitter.
         max_backoff: the longest single wait.
+        stop_grace: after an interrupt, seconds to wait for answers to requests already sent.
     """
 
     name = "openai"
 
     def __init__(self, model: str, base_url: str = "http://127.0.0.1:8000/v1", api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int = 8, max_retries: int = 5, timeout: float = 120.0, backoff: float = 1.0,
-                 max_backoff: float = 60.0) -> None:
+                 max_backoff: float = 60.0, stop_grace: float = 5.0) -> None:
         import httpx
 
         if concurrency < 1 or max_retries < 0 or timeout <= 0:
             raise ValueError("concurrency must be >= 1, max_retries >= 0 and timeout > 0")
         self.model, self.base_url = model, base_url.rstrip("/")
         self.concurrency, self.max_retries = concurrency, max_retries
-        self.backoff, self.max_backoff = backoff, max_backoff
+        self.backoff, self.max_backoff, self.stop_grace = backoff, max_backoff, stop_grace
         key = os.environ.get(api_key_env, "")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
@@ -114,7 +125,7 @@ class OpenAIEngine:
         last, kind = "", _RowError
         for attempt in range(self.max_retries + 1):
             if self._stop.is_set():
-                raise _Unreachable("stopped")
+                raise _Stopped()
             retry_after = None
             try:
                 resp = self._client.post(path, json=body)
@@ -142,43 +153,99 @@ class OpenAIEngine:
 
     def generate(self, prompts: Sequence[Prompt], params: GenParams,
                  on_batch: OnBatch | None = None) -> list[Generation]:
-        """Send every prompt (`concurrency` at a time); see the module docstring for retries.
+        """Send every prompt (`concurrency` at a time); see the module docstring for retries and interrupts.
 
         Raises:
             EngineError: the endpoint is unreachable (rows finished before that were passed to on_batch).
             RowsFailed: some rows failed for good; every other row finished and was passed to on_batch.
+            KeyboardInterrupt: interrupted; every answer received was passed to on_batch first.
         """
         self._stop.clear()
         results: list[Generation | None] = [None] * len(prompts)
         failed: dict[int, str] = {}
         pending: list[int] = []
+        todo: queue.SimpleQueue = queue.SimpleQueue()
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        for item in enumerate(prompts):
+            todo.put(item)
+        taken = [0]
+        lock = threading.Lock()
+
+        def worker() -> None:
+            while not self._stop.is_set():
+                try:
+                    i, prompt = todo.get_nowait()
+                except queue.Empty:
+                    return
+                with lock:
+                    taken[0] += 1
+                try:
+                    done.put((i, self._one(prompt, params), None))
+                except BaseException as e:  # handed to the caller's thread, which decides
+                    done.put((i, None, e))
 
         def flush() -> None:
             if on_batch and pending:
                 on_batch(list(pending), [results[i] for i in pending])  # type: ignore[misc]
             pending.clear()
 
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = {pool.submit(self._one, p, params): i for i, p in enumerate(prompts)}
+        def take(i: int, gen: Generation | None, err: BaseException | None) -> BaseException | None:
+            """Record one finished request; returns an error that ends the run."""
+            if gen is not None:
+                results[i] = gen
+                pending.append(i)
+            elif isinstance(err, _RowError):
+                failed[i] = str(err)
+            elif not isinstance(err, _Stopped):
+                return err
+            return None
+
+        def drain(deadline: float | None) -> None:
+            """Stop issuing requests; collect what requests already sent return until `deadline`."""
+            self._stop.set()
+            while True:  # nothing queued is ever sent now
+                try:
+                    todo.get_nowait()
+                except queue.Empty:
+                    break
+            got = received
+            while got < taken[0] and (deadline is None or time.monotonic() < deadline):
+                try:
+                    i, gen, err = done.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                got += 1
+                take(i, gen, err)
+
+        threads = [threading.Thread(target=worker, daemon=True, name=f"openai-{k}")
+                   for k in range(min(self.concurrency, len(prompts)))]
+        for t in threads:
+            t.start()
+        received = 0
+        try:
+            while received < len(prompts):
+                try:
+                    i, gen, err = done.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                received += 1
+                fatal = take(i, gen, err)
+                if fatal is not None:
+                    drain(time.monotonic() + self.stop_grace)
+                    flush()
+                    if isinstance(fatal, _Unreachable):
+                        raise EngineError(f"openai engine: {fatal}") from None
+                    raise fatal
+                if len(pending) >= self.concurrency:
+                    flush()
+        except KeyboardInterrupt:
             try:
-                for fut in as_completed(futures):
-                    i = futures[fut]
-                    try:
-                        results[i] = fut.result()
-                    except _RowError as e:
-                        failed[i] = str(e)
-                        continue
-                    pending.append(i)
-                    if len(pending) >= self.concurrency:
-                        flush()
-            except _Unreachable as e:
-                self._stop.set()
-                for f in futures:
-                    f.cancel()
-                flush()
-                raise EngineError(f"openai engine: {e}") from None
-            finally:
-                flush()
+                drain(time.monotonic() + self.stop_grace)
+            except KeyboardInterrupt:
+                pass  # a second interrupt: stop waiting for requests in flight
+            flush()
+            raise
+        flush()
         if failed:
             raise RowsFailed(failed, results)
         return results  # type: ignore[return-value]
