@@ -22,8 +22,11 @@ import delia
 class FlakyServer:
     """Answers each chat request after `delay` s; scripted errors first; the query 'q3' times out once."""
 
-    def __init__(self, delay: float = 0.25) -> None:
+    def __init__(self, delay: float = 0.25, hold_after: int | None = None) -> None:
         self.delay = delay
+        # requests after the first `hold_after` wait for `release` (so a loaded machine cannot let the client
+        # finish every query before the test's signal lands)
+        self.hold_after, self.gate = hold_after, threading.Event()
         self.lock = threading.Lock()
         self.arrivals: list[tuple[float, str]] = []  # (time, query) of every request
         self.answered: list[str] = []  # queries whose 200 answer was fully written
@@ -45,6 +48,9 @@ class FlakyServer:
                     status, headers = outer.script.pop(0) if outer.script else (200, {})
                     slow = query in outer.slow_once
                     outer.slow_once.discard(query)
+                    held = outer.hold_after is not None and len(outer.arrivals) > outer.hold_after
+                if held:
+                    outer.gate.wait(30)
                 time.sleep(3.0 if slow else outer.delay)  # 3 s > the client's 1 s timeout: a read timeout
                 data = (json.dumps({"choices": [{"message": {"role": "assistant", "content": f"answer to {query}"},
                                                  "finish_reason": "stop"}],
@@ -70,7 +76,11 @@ class FlakyServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    def release(self) -> None:
+        self.gate.set()
+
     def close(self) -> None:
+        self.gate.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -93,7 +103,7 @@ def test_interrupt_keeps_every_answer_and_sends_nothing_more(tmp_path, sig):
     queries = tmp_path / "q.jsonl"
     queries.write_text("".join(json.dumps({"query": f"q{i}"}) + "\n" for i in range(30)))
     out = tmp_path / "cache.jsonl"
-    server = FlakyServer()
+    server = FlakyServer(hold_after=12)  # 3 scripted errors + the slow q3 + >= 8 answers, then requests wait
     try:
         proc = _sample(queries, out, server.url)
         deadline = time.monotonic() + 60
@@ -102,6 +112,8 @@ def test_interrupt_keeps_every_answer_and_sends_nothing_more(tmp_path, sig):
         assert proc.poll() is None, proc.communicate()
         t_signal = time.monotonic()
         proc.send_signal(sig)
+        time.sleep(0.2)
+        server.release()  # requests already in flight are answered; the client must keep those answers too
         _, err = proc.communicate(timeout=30)
         stopped = time.monotonic() - t_signal
         assert proc.returncode == 130, err
