@@ -36,6 +36,17 @@ def probes(n: dict[str, int]) -> list[tuple[str, str, list[str]]]:
          "uninterrupted run, same train_loss; a crafted half-written checkpoint is skipped with a warning",
          [f"{ck}::test_sigkill", f"{ck}::test_resume_falls_back", f"{ck}::test_pick", f"{ck}::test_seal",
           f"{ck}::test_unsealed"]),
+        ("SIGKILL during `delia eval`",
+         "killed at 4 points in turn on one output (after the first generation batch; mid-append, a torn line; "
+         "metrics.json written but not renamed; before the plots and summary): each rerun of the same command "
+         "finishes by itself past the dead process's lock; predictions.jsonl byte-identical and metrics.json equal "
+         "to an uninterrupted run (greedy); no row generated twice; the dead run's temporary file swept",
+         ["tests/evaluation/test_kill.py", "tests/test_files.py"]),
+        ("SIGKILL during `delia experiment` (original + cit, tiny model)",
+         "killed at 4 points in turn (mid base-model eval; after optimizer step 3 of training; a torn generation "
+         "line in the adapter's eval; a finished step without its done.json): the rerun completes; same step "
+         "hashes, byte-identical predictions, bit-identical adapter, results.json metrics equal but for timings",
+         ["tests/experiments/test_kill.py"]),
         ("Ctrl-C / SIGTERM on `delia sample --engine openai`",
          "flaky loopback server (429, 500, 503, a read timeout), SIGINT and SIGTERM: no request after the signal, "
          "every answer received is in the cache, one summary line, exit 130; the rerun asks each remaining query once",

@@ -2,14 +2,16 @@
 
 An atomic write goes to a temporary file beside the target, is flushed and fsynced, then renamed over the
 target, so a kill or a full disk leaves either the old file or the new one, never half of one, and no
-temporary file behind. A directory lock (`flock` on DIR/.delia.lock) keeps two processes from writing one
-output directory at once; the second one fails at once with a clear message.
+temporary file behind (a SIGKILLed writer's is removed by the next write of that file). A directory lock
+(`flock` on DIR/.delia.lock) keeps two processes from writing one output directory at once; the second one
+fails at once with a clear message. The lock dies with its process: a killed run's lock file blocks no rerun.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,14 +38,35 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: it exists
+        return True
+    return True
+
+
+def _sweep_stale(path: Path) -> None:
+    """Remove `.NAME.tmpPID` files of `path` left by killed processes (never a live writer's)."""
+    with contextlib.suppress(OSError):  # an unreadable directory: the write itself reports it
+        for tmp in path.parent.glob(f".{glob.escape(path.name)}.tmp*"):
+            pid = tmp.name[len(path.name) + 5:]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
     """Open a temporary file beside `path`; on success fsync it and rename it over `path`.
 
     On any error (a full disk, an interrupt) the temporary file is removed and the error re-raised, so
-    `path` keeps its old content (or stays absent).
+    `path` keeps its old content (or stays absent). A SIGKILL skips that cleanup: the temporary files of
+    `path` whose process is gone are removed here, on the next write.
     """
     path = Path(path)
+    _sweep_stale(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     kw = {"encoding": encoding} if "b" not in mode else {}
     try:
