@@ -63,6 +63,7 @@ def test_report_recomputes_from_old_predictions_and_states_the_verdict(tmp_path)
     assert "(always answering the majority label scores 75.0%) — 20 examples, 40 prompts, 2 vs 2 seeds." in verdict
     assert "**delia (ratio 3) vs original** on unseen phrasings: task-valid +98.8 points [" in verdict
     assert "icl" not in verdict  # untrained methods are not compared with CIT
+    assert "With one training seed" not in verdict  # two seeds each: no single-seed warning
     # the budget: 1 of 80 DELIA replies (1.25%) is under the 2% line
     assert "No method hit the generation budget in more than 2% of its replies" in verdict
     # main table: the headline beside exact keys, lenient (CIT's other-keys dicts count there) and label accuracy

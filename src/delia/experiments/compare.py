@@ -185,6 +185,10 @@ def verdict(comps: list[Comparison], majority: dict[str, float], budget_cells: l
                      f"scores {100 * majority.get(s, float('nan')):.1f}%)")
         lines.append(line + f" — {t.diff.n_clusters} examples, {t.diff.n_keys} prompts, "
                             f"{t.a.seeds} vs {t.b.seeds} seeds.")
+    if any(g.trained and g.seeds < 2 for c in focus for g in (c.a, c.b)):
+        lines += ["", "With one training seed on a side, an interval covers the sampling of test examples only, not "
+                      "the spread between training runs (which at 100 rows is several points): run >= 3 seeds "
+                      "before trusting a difference."]
     sig = [c for c in comps if c.diff.significant]
     lines += ["", f"Of {len(comps)} paired comparisons (table below), {len(sig)} "
                   f"{'is' if len(sig) == 1 else 'are'} significant"
