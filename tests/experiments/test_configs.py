@@ -44,8 +44,8 @@ def test_bad_configs_name_the_key(tmp_path):
 def test_halu100_with_the_controls_added_keeps_every_step_of_the_plain_grid(monkeypatch):
     """The controls the comments of configs/halu100.yaml offer only add steps: the running grid stays valid."""
     monkeypatch.chdir(ROOT)
-    plain = expand(load_experiment(ROOT / "configs/halu100.yaml"))
-    more = expand(load_experiment(ROOT / "configs/halu100.yaml", [
+    plain = expand(load_experiment(ROOT / "configs/halu100.yaml", ["grid.ratios=[3, 10]"]))
+    more = expand(load_experiment(ROOT / "configs/halu100.yaml", ["grid.ratios=[3, 10]",
         "grid.methods=[original, cit, delia, cit_steps, wo_diversified, wo_all, cit@paper, delia@paper, "
         "cit_steps@paper]",
         "recipes={paper: {learning_rate: 2.0e-4, epochs: 1, warmup_steps: 25, batch_size: null}}"]))
