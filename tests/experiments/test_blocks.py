@@ -89,7 +89,7 @@ def test_token_round_trips_through_the_saved_config(make_exp):
      r"eval\.halu\.special_tokens \['<sep>'\] lacks build\.token '<fmt>'"),
     ({"grid": {"methods": ["delia@p"]}, "recipes": {"p": {"special_tokens": ["<x>"]}}},
      r"recipes\.p\.special_tokens \['<x>'\] lacks build\.token '<sep>'"),
-    ({"token": " <fmt>"}, r"build: token must not have surrounding spaces"),
+    ({"token": " <fmt>"}, r"token: must not have surrounding spaces"),
 ])
 def test_tokens_that_disagree_are_an_error(make_exp, over, error):
     with pytest.raises(ConfigError, match=error):

@@ -119,7 +119,7 @@ def test_trainer_saves_adapters_without_embedding_copies(tiny_dir, tmp_path):
         with safe_open(out / "adapter_model.safetensors", "pt") as f:
             return set(f.keys())
 
-    def matrices(keys: set[str]) -> set[str]:  # full vocab x hidden copies (PEFT 0.21: ...token_adapter.base_layer.weight)
+    def matrices(keys: set[str]) -> set[str]:  # full vocab x hidden copies (PEFT 0.21: token_adapter.base_layer)
         return {k for k in keys if k.endswith(("base_layer.weight", "embed_tokens.weight", "lm_head.weight"))}
 
     assert matrices(saved(False)), "PEFT no longer saves resized embeddings by default: the shim may be unneeded"

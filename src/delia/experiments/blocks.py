@@ -71,6 +71,8 @@ def check_blocks(exp: ExperimentConfig) -> None:
 def _fold_token(exp: ExperimentConfig) -> None:
     """Write `exp.token` into the blocks; a block that already says otherwise is an error (not overridden)."""
     token = exp.token
+    if token != token.strip():
+        raise ConfigError(f"token: must not have surrounding spaces, got {token!r}")
     tokens = [token] if token else []
     implied = {"build": {"token": token}, "train": {"special_tokens": tokens},
                "eval": {"halu": {"special_tokens": tokens}}, "valid_eval": {"halu": {"special_tokens": tokens}}}
@@ -88,13 +90,14 @@ def _fold_token(exp: ExperimentConfig) -> None:
 
 
 def _check_agree(build_token: str, trains: dict[str, Any], evals: dict[str, list[str]]) -> None:
-    """The token the built data uses must be one the training adds and trains and one the evaluation knows."""
+    """The token the built data uses must be among the tokens the training adds (it also adds the build
+    manifest's, so a mismatch adds a token no row uses) and the tokens the evaluation adds to an untrained model."""
     if not build_token:  # no token in the data: nothing to agree on
         return
     for where, cfg in trains.items():
         if build_token not in cfg.special_tokens:
             raise ConfigError(f"{where}.special_tokens {cfg.special_tokens} lacks build.token {build_token!r}: the "
-                              f"token of the training data would not be trained; set `token: {build_token}` once "
+                              f"training would add tokens its data does not use; set `token: {build_token}` once "
                               f"instead (it sets every stage)")
     for where, tokens in evals.items():
         if build_token not in tokens:
