@@ -20,6 +20,9 @@ from typing import Any, TypeVar
 import yaml
 
 C = TypeVar("C")
+# DELIA's special token: the default of every stage that adds, trains or checks it (build, train, eval,
+# diversify, the fact-based baseline). An experiment's `token:` sets them all at once.
+DEFAULT_TOKEN = "<sep>"
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 

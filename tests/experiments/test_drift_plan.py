@@ -51,7 +51,7 @@ def test_drift_queries_must_stay_clear_of_self_sampling(make_exp, shared_data):
         expand(make_exp(grid={"methods": ["cit"]}, drift={"queries": 5001}))
     with pytest.raises(ConfigError, match=r"drift: \['data'\] are set by the experiment"):
         make_exp(drift={"data": "x.jsonl"})
-    with pytest.raises(ConfigError, match=r"drift(_answers)? step: .*max_new_tokens must be >= 1"):
+    with pytest.raises(ConfigError, match=r"drift: max_new_tokens must be >= 1"):
         expand(make_exp(drift={"max_new_tokens": 0}))
 
 

@@ -46,3 +46,30 @@ def test_a_step_budget_is_charged_by_its_steps_not_its_epochs(make_exp):
     assert by["cit_steps"].steps["train"].config["max_steps"] == 30
     assert est.per_step[by["cit_steps"].steps["train"].key] == pytest.approx(1.0 + 240 * 2.0)
     assert est.per_step[by["cit"].steps["train"].key] == pytest.approx(1.0 + 60 * 2.0)
+
+
+def test_plan_estimate_and_build_agree_on_the_ratios_row_count(make_exp, tmp_path):
+    """R = 0.29 with 100 rows: 29 diverse rows everywhere (a float floor gave 28 in the plan and 29 in the build)."""
+    import json
+
+    from delia.experiments.estimate import diverse_rows
+    from delia.experiments.stages import run_step
+
+    plan = expand(make_exp(grid={"methods": ["delia"], "sizes": [100], "ratios": [0.29]}))
+    build = next(s for s in plan.steps if s.kind == "build")
+    assert build.inputs["diverse"].volatile["need"] == 29  # what the plan samples for
+    assert diverse_rows(build) == 29 and train_rows(build) == 129  # what the estimate charges
+    # the real build on the planned config: the downstream subset, and 40 answered queries standing in for the slice
+    down, cache, out = tmp_path / "down", tmp_path / "slice", tmp_path / "build"
+    for d in (down, cache, out):
+        d.mkdir()
+    run_step("subset", build.inputs["downstream"].run_config, {}, down)
+    (cache / "cache.jsonl").write_text("".join(json.dumps(
+        {"id": f"q{i}", "key": f"{i:064x}", "messages": [{"role": "user", "content": f"query {i}"},
+                                                         {"role": "assistant", "content": f"answer {i}"}],
+         "meta": {"model": "m", "finish_reason": "stop", "n_new_tokens": 3}}) + "\n" for i in range(40)))
+    config = {**build.run_config, "model": ""}  # '' skips the tokenizer check, which counts nothing
+    counts = run_step("build", config, {"downstream": down, "diverse": cache}, out)["counts"]
+    rows = [json.loads(ln) for ln in (out / "train.jsonl").read_text().splitlines()]
+    assert sum(r["source"] != "downstream" for r in rows) == 29 and len(rows) == 129
+    assert counts["diverse"] == 29

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from delia.models import add_special_tokens, is_tied, load_model, load_tokenizer
-from delia.training.compat import compact_fused_head, patch_fused_head, untie_output_embeddings
+from delia.training.compat import (compact_fused_head, patch_fused_head, run_callback_first,
+                                   save_without_embedding_layers, tensorboard_callback, untie_output_embeddings)
 
 
 def tiny_with_sep(model_dir: str):
@@ -94,3 +95,79 @@ def test_untie_refuses_an_untied_model(tiny_untied_dir):
     model, _ = tiny_with_sep(tiny_untied_dir)
     with pytest.raises(ValueError, match="not tied"):
         untie_output_embeddings(model)
+
+
+def test_trainer_saves_adapters_without_embedding_copies(tiny_dir, tmp_path):
+    import inspect
+
+    from peft import PeftModel
+    from safetensors import safe_open
+    from transformers import Trainer
+
+    assert "save_embedding_layers" in inspect.signature(PeftModel.save_pretrained).parameters, (
+        "PEFT's save_pretrained lost save_embedding_layers: save_without_embedding_layers would fail")
+    assert ".save_pretrained(" in inspect.getsource(Trainer._save), (
+        "the Trainer no longer saves through model.save_pretrained: save_without_embedding_layers does nothing")
+
+    def saved(shim: bool) -> set[str]:
+        model, sep = tiny_with_sep(tiny_dir)  # the vocabulary was resized: PEFT's 'auto' saves the embeddings
+        peft_model = peft_tokens(model, {"model.embed_tokens": [sep]})
+        if shim:
+            save_without_embedding_layers(peft_model)
+        out = tmp_path / f"shim{shim}"
+        peft_model.save_pretrained(str(out))  # as the Trainer calls it: no save_embedding_layers
+        with safe_open(out / "adapter_model.safetensors", "pt") as f:
+            return set(f.keys())
+
+    def matrices(keys: set[str]) -> set[str]:  # full vocab x hidden copies (PEFT 0.21: token_adapter.base_layer)
+        return {k for k in keys if k.endswith(("base_layer.weight", "embed_tokens.weight", "lm_head.weight"))}
+
+    assert matrices(saved(False)), "PEFT no longer saves resized embeddings by default: the shim may be unneeded"
+    kept = saved(True)
+    assert not matrices(kept)
+    assert any("trainable_tokens_delta" in k for k in kept)  # the trained rows are still saved
+
+
+def test_a_callback_put_first_runs_before_the_loggers():
+    from types import SimpleNamespace
+
+    from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+    from transformers.trainer_callback import CallbackHandler
+
+    seen = []
+
+    class Logger(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            seen.append(dict(logs))
+
+    class AddsSpeed(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs["tokens_per_second"] = 1.0
+
+    handler = CallbackHandler([Logger()], None, None, None, None)
+    assert isinstance(handler.callbacks, list), "transformers' CallbackHandler.callbacks is no longer a list"
+    run_callback_first(SimpleNamespace(callback_handler=handler), AddsSpeed())
+    handler.on_log(TrainingArguments(output_dir="unused", report_to=[]), TrainerState(), TrainerControl(), {"loss": 1})
+    assert seen == [{"loss": 1, "tokens_per_second": 1.0}], "CallbackHandler no longer calls callbacks in list order"
+
+
+def test_tensorboard_logs_to_the_directory_given_not_the_environment(tmp_path, monkeypatch):
+    import dataclasses
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+    from transformers.integrations import TensorBoardCallback
+
+    assert "logging_dir" not in {f.name for f in dataclasses.fields(TrainingArguments)}, (
+        "TrainingArguments has logging_dir again: pass each run's TensorBoard directory there instead")
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "env"))  # what the old code set once per process
+    callback = tensorboard_callback(tmp_path / "run" / "tensorboard")
+    assert isinstance(callback, TensorBoardCallback)
+    args, state = TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[]), TrainerState()
+    state.global_step = 3
+    for event, kw in (("on_train_begin", {}), ("on_log", {"logs": {"loss": 0.5}}), ("on_train_end", {})):
+        getattr(callback, event)(args, state, TrainerControl(), **kw)
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(3, 0.5)]
+    assert not (tmp_path / "env").exists() and not (tmp_path / "out").exists()

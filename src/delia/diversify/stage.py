@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from delia.config import ConfigError, opt, to_dict
+from delia.config import DEFAULT_TOKEN, ConfigError, opt, to_dict
 from delia.data import DataError, Problem, read_lines
 from delia.data.jsonl import dumps_line, read_text_lines
 from delia.data.sources import resolve_source
@@ -58,7 +58,7 @@ class DiversifyConfig:
     out: str = opt(help="Output file: one instruction per line (a <stem>.report.json is written beside it).")
     method: str = opt("grammar", help="Diversifier: grammar (offline, deterministic) or llm.")
     n: int = opt(60, help="Variants to keep (the paper used 60).")
-    token: str = opt("<sep>", help="Special token standing for the output format.")
+    token: str = opt(DEFAULT_TOKEN, help="Special token standing for the output format.")
     seeds: str | None = opt(None, help="File of seed instructions (one per line, each containing the token).")
     task: list[str] = opt([], help="Task text(s). grammar: clauses like 'decide whether ...'; llm: a task "
                                    "description (with format_text, which is replaced by the token).")

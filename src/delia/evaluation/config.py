@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from delia.config import ConfigError, opt
+from delia.config import DEFAULT_TOKEN, ConfigError, opt
 from delia.evaluation.instructions import parse_spec
 
 HALU = "builtin:halu"  # packaged data (delia.data.sources); any path or hub id works instead
@@ -47,7 +47,7 @@ class HaluOptions:
     # None (not the path itself) as the default, so stage hashes of configs that never use it do not change
     heldout_file: str | None = opt(None, help="chat rows whose instructions form the 'heldout' set (unset: the "
                                               f"authors' validation rows, {HELDOUT})")
-    special_tokens: list[str] = opt(["<sep>"], help="tokens the instructions use for the format")
+    special_tokens: list[str] = opt([DEFAULT_TOKEN], help="tokens the instructions use for the format")
     token_description: str = opt(TOKEN_DESCRIPTION, help="replaces the token in the 'desc' variants")
     token_init: Literal["random", "mean", "mean_vocab", "none"] = opt(
         "random", help="when the model lacks a special token the prompts use: add it with this init "

@@ -81,11 +81,18 @@ class ExperimentConfig:
     model: str = opt("smollm2-135m-instruct", help="base model for every stage")
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "task files"})
     grid: GridConfig = field(default_factory=GridConfig, metadata={"help": "grid axes"})
+    # The stage blocks hold the fields the user set, as written: the planner builds each step's config from them
+    # (so unset fields keep today's step hashes); `check_blocks` validates them against the stage's dataclass at
+    # load time, so a typo or a wrong type fails here, naming the key, before anything is planned or loaded.
     sample: dict[str, Any] = opt({}, help="SampleConfig fields (delia sample), e.g. max_new_tokens")
     build: dict[str, Any] = opt({}, help="BuildConfig fields (delia build), e.g. schedule")
     train: dict[str, Any] = opt({}, help="TrainConfig fields (delia train), e.g. max_length")
     eval: dict[str, Any] = opt({}, help="EvalConfig fields for the test evaluation (delia eval)")
     valid_eval: dict[str, Any] = opt({}, help="EvalConfig fields for the gold-reply (loss) evaluation")
+    token: str | None = opt(None, help="the special token for every stage: build.token, train.special_tokens "
+                                       "and eval/valid_eval halu.special_tokens ('' = none); null = each "
+                                       "stage's own setting (default <sep>); a stage block that disagrees is "
+                                       "an error")
     methods: dict[str, dict[str, Any]] = opt({}, help="per-method options, e.g. {dmt: {k: 0.0039}, icl: {k: 2}}; "
                                                       "sizes/ratios/seeds there restrict the grid for that method; "
                                                       "checked against the method's options (`delia ls methods`)")
@@ -143,6 +150,9 @@ class ExperimentConfig:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if not 0 <= self.sample_margin <= 1:
             raise ConfigError(f"sample_margin must be in [0, 1], got {self.sample_margin}")
+        from delia.experiments.blocks import check_blocks
+
+        check_blocks(self)
 
     @property
     def out_dir(self) -> str:

@@ -314,14 +314,6 @@ def method_options(exp: ExperimentConfig, method: str, cls: type) -> Any:
         raise ConfigError(f"methods.{method}: {e}" if "methods." not in str(e) else str(e)) from None
 
 
-def _check_recipe(exp: ExperimentConfig, name: str) -> None:
-    """A training recipe must make a valid TrainConfig on top of `train:` (unknown keys suggest close ones)."""
-    from delia.training.config import TrainConfig
-
-    try:
-        from_dict(TrainConfig, merge(exp.train, exp.recipes[name]), where=f"recipes.{name}")
-    except (ConfigError, ValueError) as e:
-        raise ConfigError(f"recipes.{name}: {e}" if "recipes." not in str(e) else str(e)) from None
 _DIGESTS: dict[str, str] = {}
 _ROWS: dict[str, int] = {}
 
@@ -366,11 +358,8 @@ def expand(exp: ExperimentConfig) -> Plan:
     runs: dict[tuple, Run] = {}
     g = exp.grid
     for method in g.methods:
-        base, recipe_name = split_method(method)
-        recipe = METHODS.get(base)
-        options = method_options(exp, method, recipe.options)
-        if recipe_name is not None:
-            _check_recipe(exp, recipe_name)
+        recipe = METHODS.get(split_method(method)[0])
+        options = method_options(exp, method, recipe.options)  # recipes: checked at load (experiments.blocks)
         grid = {a: getattr(options, a) if getattr(options, a) is not None else getattr(g, a)
                 for a in AXES}  # per-method restriction
         for size in grid["sizes"]:

@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from delia.config import DEFAULT_TOKEN
 from delia.experiments.stages import TRANSFORMS
 
 # The prior description D_sep fixed in baselines.md §0 (also used by mean-embedding init and CTG).
@@ -53,7 +54,7 @@ QUESTIONS = [
 ]
 
 
-def fact_qa(n_q: int, facts: list[str] | None = None, token: str = "<sep>") -> list[dict[str, Any]]:
+def fact_qa(n_q: int, facts: list[str] | None = None, token: str = DEFAULT_TOKEN) -> list[dict[str, Any]]:
     """`n_q` chat rows per fact, in fact order; question i of fact f is QUESTIONS[(f + i) % len]. Deterministic.
 
     Args:
@@ -96,7 +97,7 @@ def add_fact_qa(inputs: dict[str, Path], out: Path, n_q: int = 10, seed: int = 4
     """D_task (a ratio-0 build) plus the fact Q&A rows, shuffled with `seed`."""
     task = read_rows(inputs["data"] / "train.jsonl")
     manifest = json.loads((inputs["data"] / "manifest.json").read_text())
-    token = (manifest.get("special_tokens") or ["<sep>"])[0]
+    token = (manifest.get("special_tokens") or [DEFAULT_TOKEN])[0]
     qa = fact_qa(n_q, token=token)
     rows = task + qa
     random.Random(seed).shuffle(rows)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from delia.config import ConfigError
+from delia.config import DEFAULT_TOKEN, ConfigError
 from delia.experiments.plan import Ctx, Step
 from delia.methods.facts import D_SEP
 from delia.methods.options import (CtgOptions, DipmtOptions, DmtOptions, FactOptions, IclOptions, MethodOptions,
@@ -118,7 +118,8 @@ def dmt(ctx: Ctx) -> Steps:
 def ctg(ctx: Ctx) -> Steps:
     _halu(ctx, "ctg")
     _needs(ctx, "ctg", "eval", "decoder", "the language-model arithmetic decoder")
-    return ctx.evaluate(None, decoder="arithmetic", hook_options={"lam": ctx.options.lam, "system": D_SEP})
+    system = D_SEP.replace(DEFAULT_TOKEN, ctx.exp.token or DEFAULT_TOKEN)  # the description names the run's token
+    return ctx.evaluate(None, decoder="arithmetic", hook_options={"lam": ctx.options.lam, "system": system})
 
 
 @method("dipmt", help="DiPMT: dictionary hints from an induced lexicon + 3 demonstrations (translation)",

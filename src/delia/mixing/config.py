@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from delia.config import ConfigError, opt
+from delia.config import DEFAULT_TOKEN, ConfigError, opt
 from delia.diversify.apply import HALU_TEMPLATE, Template
 
 
@@ -27,7 +27,7 @@ class BuildConfig:
     fixed_instruction: str | None = opt(None, help="One instruction for every downstream row (the 'w/o diversified "
                                                    "downstream data' ablation); '@first' = row 1's instruction.")
     template: str = opt(HALU_TEMPLATE, help="Layout of the downstream user turn with {context} and {instruction}.")
-    token: str = opt("<sep>", help="Special token the instructions must contain ('' = no token, no checks).")
+    token: str = opt(DEFAULT_TOKEN, help="Special token the instructions must contain ('' = no token, no checks).")
     token_max: int = opt(2, help="Warn when an instruction contains the token more often than this.")
     allow_repeat: bool = opt(False, help="Reuse diverse rows when the cache holds fewer than R x |D| usable rows.")
     exclude_truncated: bool = opt(True, help="Exclude diverse rows cut at the sampling budget (finish_reason "

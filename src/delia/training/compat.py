@@ -8,11 +8,21 @@ when an upgrade changes the behaviour the shim depends on.
 - `untie_output_embeddings`: gives a tied model's LM head its own copy of the embedding so that PEFT, which
   decides from `config.tie_word_embeddings` whether to tie a head to the embedding's token adapter, trains the
   input rows alone; transformers 5 caches the tied pairs in `all_tied_weights_keys`.
+- `save_without_embedding_layers`: the Trainer saves the adapter through `model.save_pretrained(dir, ...)`
+  without PEFT's `save_embedding_layers`, whose `auto` writes full embedding copies once the vocab was resized.
+- `run_callback_first`: the Trainer's callback list (`callback_handler.callbacks`) is called in order, and
+  `add_callback` appends after the loggers; a callback that adds to the logs must come first.
+- `tensorboard_callback`: transformers 5 dropped `TrainingArguments.logging_dir`; its TensorBoard callback
+  takes the directory from the process-wide `TENSORBOARD_LOGGING_DIR` (shared by every run in one process),
+  so each run gets its own callback with its own writer instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -71,3 +81,30 @@ def untie_output_embeddings(model) -> None:
     # transformers 5 re-ties from this cache (tie_weights(recompute_mapping=False), e.g. in init_weights)
     if hasattr(model, "all_tied_weights_keys"):
         model.all_tied_weights_keys = model.get_expanded_tied_weights_keys(all_submodels=True)
+
+
+def save_without_embedding_layers(peft_model) -> None:
+    """Make every later `peft_model.save_pretrained(...)` (the Trainer's checkpoints and final save) leave out the
+    full embedding matrices: the trained token rows are in the adapter, the rest is rebuilt from the base.
+
+    PEFT's default `save_embedding_layers="auto"` saves the whole input and output embedding once the vocabulary
+    was resized (~113 MB each for SmolLM2), and the Trainer calls `save_pretrained` without that option.
+    """
+    peft_model.save_pretrained = functools.partial(type(peft_model).save_pretrained, peft_model,
+                                                   save_embedding_layers=False)
+
+
+def run_callback_first(trainer, callback) -> None:
+    """Put `callback` before every other callback of `trainer`, loggers included (`add_callback` appends), so
+    what it adds to the logs (tokens/s) reaches them."""
+    trainer.callback_handler.callbacks.insert(0, callback)
+
+
+def tensorboard_callback(log_dir: str | Path) -> Any:
+    """transformers' TensorBoard logger writing to `log_dir`: pass it in `callbacks` and leave "tensorboard" out of
+    `report_to` (else the Trainer adds its own, which logs to the process's TENSORBOARD_LOGGING_DIR or under
+    `output_dir/runs`)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))

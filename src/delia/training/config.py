@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from delia.config import ConfigError, opt
+from delia.config import DEFAULT_TOKEN, ConfigError, opt
 
 PAPER_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
@@ -22,7 +22,7 @@ class TrainConfig:
     data_format: str = opt("auto", help="Input format name (see `delia ls formats`), or auto.")
 
     # new special tokens
-    special_tokens: list[str] = opt(["<sep>"], help="Tokens to add and train (union with DIR/manifest.json's).")
+    special_tokens: list[str] = opt([DEFAULT_TOKEN], help="Tokens to add and train (union with DIR/manifest.json's).")
     token_init: str = opt("mean_vocab", help="Init of new rows: random | mean | mean_vocab.")
     token_description: str = opt("", help="Text averaged for token_init=mean.")
     token_seed: int = opt(2024, help="Seed for token_init=random.")

@@ -12,7 +12,6 @@ only (a tied model's head first gets its own frozen copy); see docs/training.md 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -28,7 +27,8 @@ import torch
 from delia.config import ConfigError, config_hash, to_dict
 from delia.precision import SHORT, Precision, write_recorded
 from delia.training.artifacts import LOG_FILE, ROWS_FILE, RUN_FILE, RunError, continue_from, save_new_rows, write_json
-from delia.training.compat import compact_fused_head, patch_fused_head, untie_output_embeddings
+from delia.training.compat import (compact_fused_head, patch_fused_head, run_callback_first,
+                                   save_without_embedding_layers, tensorboard_callback, untie_output_embeddings)
 from delia.training.config import TrainConfig, effective_batch
 from delia.training.data import manifest_special_tokens, padding_fraction, prepare_rows, read_training_records
 
@@ -149,7 +149,7 @@ def sft_config(cfg: TrainConfig, run_dir: Path, micro: int, accum: int, bf16: bo
         gradient_checkpointing=cfg.gradient_checkpointing,
         logging_steps=cfg.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
-        report_to=list(cfg.report_to),
+        report_to=loggers(cfg),
         max_length=cfg.max_length, packing=cfg.batching == "packed", packing_strategy="bfd",
         completion_only_loss=True, shuffle_dataset=cfg.batching == "packed",
         train_sampling_strategy=sampling, dataloader_drop_last=False, dataloader_num_workers=0,
@@ -157,6 +157,12 @@ def sft_config(cfg: TrainConfig, run_dir: Path, micro: int, accum: int, bf16: bo
         ddp_find_unused_parameters=False,
         **cfg.trl,
     )
+
+
+def loggers(cfg: TrainConfig) -> list[str]:
+    """`report_to` for TrainingArguments: TensorBoard is left out, as each run adds its own logger for it
+    (`compat.tensorboard_callback`, writing to RUN/tensorboard)."""
+    return [r for r in cfg.report_to if r != "tensorboard"]
 
 
 def expected_padding(lengths: list[int], cfg: TrainConfig, effective: int, micro: int, accum: int,
@@ -284,7 +290,6 @@ def _train(cfg: TrainConfig, callbacks: list | None) -> TrainResult:
                           + f"# resume_hash: {_resume_hash(cfg)}\n{SEALED_MARK}\n")
         if info is not None:
             save_new_rows(model, info.old_rows, run_dir / ROWS_FILE)
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
 
     # ---- trainer
     tied = is_tied(model)  # the base's tying, before any untying or PEFT wrapping of the head
@@ -296,6 +301,9 @@ def _train(cfg: TrainConfig, callbacks: list | None) -> TrainResult:
     args = sft_config(cfg, run_dir, micro, accum, bf16, world_size)
     history = _read_log(run_dir / LOG_FILE) if resume_from else []
     train_log = TrainLog(run_dir / LOG_FILE, history)
+    # this run's TensorBoard directory, passed to its own logger (not through the process environment)
+    logs_tensorboard = "tensorboard" in cfg.report_to and main_process
+    tensorboard = [tensorboard_callback(run_dir / "tensorboard")] if logs_tensorboard else []
     with warnings.catch_warnings():
         # PEFT warns that ensure_weight_tying found no tied module among the *LoRA* targets; the tying it
         # ensures here is the token rows' (see lora_config), which it does apply.
@@ -306,14 +314,12 @@ def _train(cfg: TrainConfig, callbacks: list | None) -> TrainResult:
 
             model, peft_config = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True), None
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=peft_config, callbacks=[CheckpointSeal(), *(callbacks or [])])
-    trainer.callback_handler.callbacks.insert(0, train_log)  # first, so tokens/s reaches every logger
+                             peft_config=peft_config, callbacks=[*tensorboard, CheckpointSeal(), *(callbacks or [])])
+    run_callback_first(trainer, train_log)  # so tokens/s reaches every logger
     peft_model = trainer.model
     patch_fused_head(peft_model)
-    # The adapter must not carry full embedding copies (PEFT 'auto' saves them once the vocab was resized,
-    # ~113 MB each for SmolLM2): the trained rows are in the adapter, the rest is rebuilt from the base.
-    peft_model.save_pretrained = functools.partial(type(peft_model).save_pretrained, peft_model,
-                                                   save_embedding_layers=False)
+    # The adapter must not carry full embedding copies: the trained rows are in it, the rest is the base's.
+    save_without_embedding_layers(peft_model)
     log.info("training %d rows: effective batch %d = %d micro x %d accum x %d proc; bf16=%s; padding %.1f%%",
              len(data.rows), effective, micro, accum, world_size, bf16, 100 * (padding or 0))
 
