@@ -19,11 +19,13 @@ from typing import Any, TypeVar
 
 import yaml
 
+from delia.errors import UserError
+
 C = TypeVar("C")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override that cannot be applied; the message names the file and key."""
 
 
