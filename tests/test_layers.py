@@ -25,9 +25,11 @@ import delia
 # longest entry naming it or a package above it; a module no entry names fails `test_every_module_has_a_layer`
 # (place a new module here, deliberately).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    # base: configs, registries, errors, files, data formats, models, the generation service, test fixtures
-    ("base", ("delia", "delia.config", "delia.registry", "delia.errors", "delia.files", "delia.precision",
-              "delia.lengths", "delia.data", "delia.models", "delia.generation", "delia.testing")),
+    # base: configs, registries (the task interface `delia.task` too), errors, files, data formats, models,
+    # the generation service, test fixtures
+    ("base", ("delia", "delia.config", "delia.registry", "delia.task", "delia.errors", "delia.files",
+              "delia.precision", "delia.lengths", "delia.data", "delia.models", "delia.generation",
+              "delia.testing")),
     # stages: each stage's package, its `delia <stage>` subcommand module included
     ("stages", ("delia.sampling", "delia.diversify", "delia.mixing", "delia.training", "delia.evaluation")),
     # plug-ins over the stages: tasks (rows, prompts, parsers, metrics) and methods (baselines as recipes)
