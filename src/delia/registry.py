@@ -42,7 +42,11 @@ class Registry(Generic[T]):
         # Count before importing: a provider that looks the registry up while it loads must not recurse.
         while self._loaded < len(self.providers):
             self._loaded += 1
-            importlib.import_module(self.providers[self._loaded - 1])
+            try:
+                importlib.import_module(self.providers[self._loaded - 1])
+            except BaseException:  # a broken provider fails every lookup, not only the first
+                self._loaded -= 1
+                raise
 
     def register(self, name: str, help: str | None = None) -> Callable[[T], T]:
         """Decorator that registers an object under `name`."""
