@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from delia.errors import UserError
+
 C = TypeVar("C")
 # DELIA's special token: the default of every stage that adds, trains or checks it (build, train, eval,
 # diversify, the fact-based baseline). An experiment's `token:` sets them all at once.
@@ -26,7 +28,7 @@ DEFAULT_TOKEN = "<sep>"
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override that cannot be applied; the message names the file and key."""
 
 

@@ -1,17 +1,13 @@
-"""Exception types that are the user's to fix: the CLI prints them as one clear message, no traceback."""
+"""Exception types that are the user's to fix: the CLI prints them as one clear message, no traceback.
 
-from delia.config import ConfigError
-from delia.data.records import DataError
-from delia.diversify.stage import DiversifyError
-from delia.evaluation.neural import MetricUnavailable
-from delia.files import LockError
-from delia.mixing.build import BuildError
-from delia.models import ModelNotFoundError
-from delia.registry import RegistryError
-from delia.sampling import CacheError, EngineError, SelfQueryError
-from delia.training.artifacts import RunError
+`UserError` is a marker base: each stage's error (ConfigError, DataError, BuildError, ...) derives from it and
+from the built-in it always was (ValueError, RuntimeError, KeyError), so `except ValueError` still catches it.
+This module imports nothing from delia, so every layer can mark its errors without importing the stages.
+"""
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, ModelNotFoundError, RegistryError,
-                                                 FileNotFoundError, DiversifyError, BuildError, RunError,
-                                                 CacheError, EngineError, SelfQueryError, MetricUnavailable,
-                                                 LockError)
+
+class UserError(Exception):
+    """Base of the errors whose message is the whole explanation for the user (printed without a traceback)."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError)

@@ -12,15 +12,30 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from delia.errors import UserError
+
 LOCK_NAME = ".delia.lock"
+# Legal inside JSON strings, but `str.splitlines` and many editors break lines at them (delia.data.jsonl).
+_SEPARATORS = {0x2028: "\\u2028", 0x2029: "\\u2029", 0x85: "\\u0085"}
 
 
-class LockError(RuntimeError):
+def dumps_line(obj: Any, **kw: Any) -> str:
+    """JSON text of `obj` (UTF-8 kept readable) with line-separator characters escaped; no trailing newline.
+
+    Every delia writer uses it (re-exported as `delia.data.jsonl.dumps_line`); it lives here, below the data
+    package, so that the atomic JSON writes need not import `delia.data`.
+    """
+    # These characters can only occur inside JSON strings, where the escape means the same character.
+    return json.dumps(obj, ensure_ascii=False, **kw).translate(_SEPARATORS)
+
+
+class LockError(UserError, RuntimeError):
     """Another process holds the output directory's lock; the message says which directory."""
 
 
@@ -89,9 +104,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, data: Any, indent: int | None = 2) -> None:
-    """Write JSON atomically; line separators are escaped (see `delia.data.jsonl.dumps_line`)."""
-    from delia.data.jsonl import dumps_line
-
+    """Write JSON atomically; line separators are escaped (see `dumps_line`)."""
     write_text_atomic(path, dumps_line(data, indent=indent, default=str) + "\n")
 
 

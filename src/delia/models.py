@@ -16,9 +16,10 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:  # torch is imported inside the functions that use it: `delia --help` must not load it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ def ensure_local(name_or_path: str) -> str:
     target = cache_dir() / "models" / f"{src.name}-{_file_digest(src.path)}"
     if (target / "config.json").exists() and (target / "tokenizer_config.json").exists():
         return str(target)
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     log.info("dequantising %s into %s (once)", src.path, target)
@@ -154,6 +156,8 @@ def cpu_supports_bf16() -> bool:
     Without it bf16 is emulated and several times *slower* than fp32 (measured on an AVX-512 Ice Lake
     without BF16: 55 vs 203 GFLOP/s), so 'auto' must not pick bf16 there.
     """
+    import torch
+
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     if cpu is not None and any(hasattr(cpu, c) for c in checks):
@@ -167,6 +171,8 @@ def cpu_supports_bf16() -> bool:
 
 def resolve_dtype(dtype: DType | str = "auto", device: str = "cpu") -> torch.dtype:
     """Map 'auto'/'bf16'/'fp32'/'fp16' to a torch dtype. 'auto': bf16 where the hardware supports it."""
+    import torch
+
     table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
              "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
     if dtype in table:
@@ -275,6 +281,7 @@ def add_special_tokens(model, tokenizer, tokens: list[str], init: InitStrategy =
     Returns:
         SpecialTokenInfo with the token ids and what was done.
     """
+    import torch
     from transformers import AddedToken
 
     if init not in ("random", "mean", "mean_vocab"):
@@ -334,6 +341,8 @@ def add_special_tokens(model, tokenizer, tokens: list[str], init: InitStrategy =
 
 def chat(model, tokenizer, messages: list[dict[str, str]], max_new_tokens: int = 128) -> str:
     """Greedy reply to a chat; a minimal helper for smoke checks (the sampling engines do the real work)."""
+    import torch
+
     enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                         return_dict=True).to(model.device)
     with torch.inference_mode():

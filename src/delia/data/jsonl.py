@@ -22,16 +22,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from delia.files import dumps_line  # noqa: F401  (re-exported: the writer lives with the atomic writes)
+
 log = logging.getLogger(__name__)
 
-_SEPARATORS = {0x2028: "\\u2028", 0x2029: "\\u2029", 0x85: "\\u0085"}
 MAX_DEPTH = 64  # no input format nests deeper than a few levels; deeper rows are rejected, not recursed into
-
-
-def dumps_line(obj: Any, **kw: Any) -> str:
-    """JSON text of `obj` (UTF-8 kept readable) with line-separator characters escaped; no trailing newline."""
-    # These characters can only occur inside JSON strings, where the escape means the same character.
-    return json.dumps(obj, ensure_ascii=False, **kw).translate(_SEPARATORS)
 
 
 def reject_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from delia.errors import UserError
+
 ROLES = ("system", "user", "assistant", "tool")
 
 
@@ -67,7 +69,7 @@ class Problem:
         return f"{self.file}{line}: {where}{self.reason}"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Invalid input data. `problems` lists every invalid row; the message shows the first ones."""
 
     def __init__(self, problems: list[Problem], limit: int = 20) -> None:

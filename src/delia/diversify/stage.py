@@ -17,6 +17,7 @@ from delia.config import DEFAULT_TOKEN, ConfigError, opt, to_dict
 from delia.data import DataError, Problem, read_lines
 from delia.data.jsonl import dumps_line, read_text_lines
 from delia.data.sources import resolve_source
+from delia.errors import UserError
 from delia.files import write_text_atomic
 from delia.diversify.grammar import grammar_propose
 from delia.diversify.llm import Complete, engine_complete, llm_propose
@@ -86,7 +87,7 @@ class DiversifyConfig:
             raise ConfigError("give seed instructions (seeds) or a task text (task)")
 
 
-class DiversifyError(RuntimeError):
+class DiversifyError(UserError, RuntimeError):
     """Fewer variants than asked for survived the filters; the report lists every rejection."""
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from delia.errors import UserError
 
-class MetricUnavailable(RuntimeError):
+
+class MetricUnavailable(UserError, RuntimeError):
     """An optional metric was requested but its package or checkpoint is missing."""
 
 

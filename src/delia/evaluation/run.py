@@ -151,10 +151,12 @@ def _dir_digest(path: str) -> str:
 
 
 def _hooks():
-    """The baselines' prompt hooks and decoders (imported only when a config names one)."""
-    from delia.methods import hooks
+    """The baselines' prompt hooks and decoders: plug-in registries that import their modules on first lookup."""
+    from types import SimpleNamespace
 
-    return hooks
+    from delia.registry import registry
+
+    return SimpleNamespace(PROMPT_HOOKS=registry("eval prompt hook"), DECODERS=registry("eval decoder"))
 
 
 def _fit_prompts(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[str, Any],

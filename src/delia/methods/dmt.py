@@ -9,8 +9,10 @@ import random
 from pathlib import Path
 from typing import Any
 
-from delia.experiments.stages import TRANSFORMS
 from delia.methods.facts import read_rows, write_training_set
+from delia.registry import registry
+
+TRANSFORMS = registry("transform")  # run by the experiments' `transform` step
 
 
 def stage2_rows(rows: list[dict[str, Any]], k: float, seed: int) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from delia.config import DEFAULT_TOKEN, ConfigError
-from delia.experiments.plan import Ctx, Step
+from delia.methods.context import Ctx, Step, stage_fields
 from delia.methods.facts import D_SEP
 from delia.methods.options import (CtgOptions, DipmtOptions, DmtOptions, FactOptions, IclOptions, MethodOptions,
                                    NeftuneOptions, TokenSeedOptions, summary)
@@ -40,11 +40,7 @@ def _halu(ctx: Ctx, method: str) -> None:
 
 def _needs(ctx: Ctx, method: str, stage: str, field: str, why: str) -> None:
     """Fail at planning time, with the reason, when a stage lacks the hook a method needs."""
-    import dataclasses
-
-    from delia.experiments.stages import SPECS
-
-    if field not in {f.name for f in dataclasses.fields(SPECS[stage].cls())}:
+    if field not in stage_fields(stage):
         raise ConfigError(f"method {method!r} needs the `{stage}` option {field!r} ({why}), which this version "
                           f"of delia's {stage} stage does not have yet; remove {method!r} from grid.methods")
 

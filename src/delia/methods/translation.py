@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from delia.experiments.stages import TRANSFORMS
+from delia.registry import registry
+
+TRANSFORMS = registry("transform")  # run by the experiments' `transform` step
 
 INSTRUCTION = "Translate the text above into {tgt_lang}."
 

@@ -22,6 +22,7 @@ import delia
 from delia.data import DataError, Problem, read_records
 from delia.data.jsonl import dumps_line, read_text_lines
 from delia.diversify.apply import Template, apply_instructions, check_token, split_rows
+from delia.errors import UserError
 from delia.files import atomic_write
 from delia.mixing.cache import CacheScan, read_row, scan_cache
 from delia.mixing.config import BuildConfig
@@ -31,7 +32,7 @@ from delia.mixing.schedule import diverse_count, order, select
 log = logging.getLogger(__name__)
 
 
-class BuildError(ValueError):
+class BuildError(UserError, ValueError):
     """The inputs cannot make the requested training set (e.g. too few cache rows); the message says what to do."""
 
 

@@ -18,11 +18,12 @@ from typing import Any
 
 from delia.data.jsonl import AppendLog
 from delia.data.records import DataError, Problem
+from delia.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class CacheError(RuntimeError):
+class CacheError(UserError, RuntimeError):
     """The cache cannot be opened or written (locked by another run, disk full); the message says what to do."""
 
 

@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from delia.config import opt
+from delia.errors import UserError
 from delia.generation import GenParams
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 _SENTINEL = "\x00DELIA_QUERY\x00"
 
 
-class SelfQueryError(RuntimeError):
+class SelfQueryError(UserError, RuntimeError):
     """Not enough distinct queries after the allowed attempts; the message says what was kept and rejected."""
 
 

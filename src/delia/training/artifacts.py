@@ -24,6 +24,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from delia.errors import UserError
+
 log = logging.getLogger(__name__)
 
 RUN_FILE = "delia_run.json"
@@ -32,7 +34,7 @@ LOG_FILE = "train_log.json"
 FORMAT = 1
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """A run directory that cannot be loaded or resumed; the message names the directory and what is wrong."""
 
 

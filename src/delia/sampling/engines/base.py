@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from delia.errors import UserError
 from delia.generation import Generation, GenParams, Prompt
 from delia.registry import registry
 
@@ -22,7 +23,7 @@ ENGINES = registry("engine")
 OnBatch = Callable[[list[int], list[Generation]], None]
 
 
-class EngineError(RuntimeError):
+class EngineError(UserError, RuntimeError):
     """An engine cannot run or answer at all (missing package, unreachable endpoint); the message says why."""
 
 
