@@ -12,14 +12,10 @@ import random
 from pathlib import Path
 from typing import Any
 
-<<<<<<< HEAD
 from delia.config import DEFAULT_TOKEN
-from delia.experiments.stages import TRANSFORMS
-=======
 from delia.registry import registry
 
 TRANSFORMS = registry("transform")  # run by the experiments' `transform` step
->>>>>>> layers
 
 # The prior description D_sep fixed in baselines.md §0 (also used by mean-embedding init and CTG).
 D_SEP = ("<sep> is a response format: reply with only a json object with two keys, 'thought' (a short analysis of "
