@@ -380,8 +380,8 @@ def generate(model, tokenizer, prompts: Sequence[Prompt], params: GenParams, bat
                         mask = _trim(cache, mask)
                 mask = torch.cat([mask, mask.new_ones((len(mask), 1))], dim=1)
                 last_pos = last_pos + 1
-                logits = model(input_ids=tok.repeat_interleave(terms)[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-                               past_key_values=cache, use_cache=True).logits[:, -1, :]
+                logits = model(input_ids=tok.repeat_interleave(terms)[:, None], attention_mask=mask,
+                               position_ids=last_pos[:, None], past_key_values=cache, use_cache=True).logits[:, -1, :]
     except KeyboardInterrupt:  # rows that finished before the interrupt still reach on_batch (the caches)
         flush()
         raise

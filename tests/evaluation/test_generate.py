@@ -85,7 +85,8 @@ PINNED = {
     ('test:3', 'unseen'): 'Frame Muscle managing perpetuating shipmentsBACKAAAAAAAApartum Tucsonimony sinuses redesign',
     ('test:1', 'seen'): ' discomfort decorationdipamositant Legendvisit receiptEmotional LNGAlternatively appropriated',
     ('test:2', 'seen'): 'otoxic faded incrementalanguard interesting centrallyanged AS Leslie telephonearchy mening',
-    ('test:3', 'seen'): ' immunosuppetooth perpetuating habits Arthritis polyester redesignOrigvisit utilizes parkingxt',
+    ('test:3', 'seen'):
+        ' immunosuppetooth perpetuating habits Arthritis polyester redesignOrigvisit utilizes parkingxt',
 }
 
 

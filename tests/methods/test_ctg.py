@@ -63,9 +63,19 @@ def test_examples_decoded_together_equal_each_decoded_alone(tiny_dir):
 # Greedy outputs of the CTG decoder before it became a combiner over the shared loop (its own copy of the decode
 # step, commit 4df2cd5), on the tiny chatty model in fp32: the combiner must reproduce them token for token.
 PINNED = {
-    ("text", 1.0): [' educational YorkshireposureStream perpetuating VesStationched feathered Finding', ' Immunology sha нconfidence DEP white quintesis Problem Peg', ' debt dig psychologicallyn Scriptures fus basaltesis looseimony'],
-    ("chat", 1.0): [' apart Ecosystem assassinated Knowledge UndriendlyqueriesAlignitheachie', 'achieailable majesty tetanusocabORDER {})XXXX standardcoal'],
-    ("chat", 2.0): [' apart Ecosystem Secrets championship climbing guns ε massacre Bess Squir', 'achieailable majesty Guyocrats revolvesNote abandonedInf Tut'],
+    ('text', 1.0): [
+        ' educational YorkshireposureStream perpetuating VesStationched feathered Finding',
+        ' Immunology sha нconfidence DEP white quintesis Problem Peg',
+        ' debt dig psychologicallyn Scriptures fus basaltesis looseimony',
+    ],
+    ('chat', 1.0): [
+        ' apart Ecosystem assassinated Knowledge UndriendlyqueriesAlignitheachie',
+        'achieailable majesty tetanusocabORDER {})XXXX standardcoal',
+    ],
+    ('chat', 2.0): [
+        ' apart Ecosystem Secrets championship climbing guns ε massacre Bess Squir',
+        'achieailable majesty Guyocrats revolvesNote abandonedInf Tut',
+    ],
 }
 
 
