@@ -128,7 +128,17 @@ def test_engine_openai_answers_eval_and_a_rerun_needs_no_server(halu3, tmp_path)
     assert m["sets"]["unseen"]["format_accuracy"]["value"] == 1.0
     assert m["model"]["identity"] == "openai:served-model" and m["speed"]["engine"] == "openai"
     assert "engine openai has no local weights" in m["hidden"]["skipped"]
-    m2 = run_eval(cfg)  # the server is gone: every row comes from OUT/generations.jsonl
+    # the server is gone: the same run from the command line takes every row from OUT/generations.jsonl
+    from typer.testing import CliRunner
+
+    from delia.cli import app
+
+    res = CliRunner().invoke(app, ["eval", "--data", str(halu3), "--out", str(out), "--engine", "openai", "--model",
+                                   "served-model", "--max-new-tokens", "20", "-i", "unseen:1", "bootstrap=10",
+                                   "analysis.score=off", "halu.token_init=none",
+                                   f"engine_options={{base_url: '{server.url}', backoff: 0.01}}"])
+    assert res.exit_code == 0, res.output
+    m2 = json.loads((out / "metrics.json").read_text())
     assert m2["speed"]["rows_cached"] == 3 and m2["sets"] == m["sets"]
 
 
@@ -197,8 +207,11 @@ def test_engine_vllm_answers_eval_through_its_api(tiny_dir, halu3, tmp_path, mon
     (["engine=openai", "halu.token_init=none"], "model: engine openai needs the served model's name"),
     (["engine=vlm"], r"engine: unknown engine 'vlm'; did you mean 'vllm'"),
     (["engine_options={dtype: fp32}"], "engine_options: dtype come from the eval config: set dtype instead"),
+    (["engine_options={bogus: 1}"], r"engine_options: the transformers engine takes no option\(s\) bogus \(it takes"),
+    (["engine=vllm", "halu.token_init=none"], "engine: vllm needs vLLM and a GPU"),
 ])
-def test_what_an_engine_cannot_do_fails_before_anything_runs(halu3, tmp_path, extra, match):
+def test_what_an_engine_cannot_do_fails_before_anything_runs(halu3, tmp_path, monkeypatch, extra, match):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # not installed (import fails)
     out = tmp_path / "o"
     with pytest.raises(ConfigError, match=match):
         run_eval(_cfg(halu3, out, *extra))

@@ -37,17 +37,30 @@ def check_engine(cfg: EvalConfig, tokens: list[str]) -> None:
     from delia.registry import RegistryError
     from delia.sampling.engines import ENGINES
 
+    import inspect
+
     name = engine_name(cfg)
     try:
-        ENGINES.get(name)
+        cls = ENGINES.get(name)
     except RegistryError as e:
         raise ConfigError(f"engine: {e}") from None
     clash = sorted(set(cfg.engine_options or {}) & set(_FROM_CONFIG.get(name, {})))
     if clash:
         raise ConfigError(f"engine_options: {', '.join(clash)} come from the eval config: set "
                           f"{', '.join(_FROM_CONFIG[name][c] for c in clash)} instead")
+    accepted = [p for p in inspect.signature(cls).parameters if p != "model" and p not in _FROM_CONFIG.get(name, {})]
+    unknown = sorted(set(cfg.engine_options or {}) - set(accepted))
+    if unknown:
+        raise ConfigError(f"engine_options: the {name} engine takes no option(s) {', '.join(unknown)} (it takes: "
+                          f"{', '.join(accepted) or 'none'})")
     if name == LOCAL:
         return
+    if name == "vllm":
+        try:
+            import vllm  # noqa: F401  (the engine needs it right after; a missing one fails before OUT exists)
+        except ImportError:
+            raise ConfigError("engine: vllm needs vLLM and a GPU: pip install 'delia-tune[vllm]' (or use engine "
+                              "openai against a vLLM server)") from None
     why = f"engine {name} generates outside this process (no local weights)"
     if cfg.adapter:
         raise ConfigError(f"adapter: {why}: it cannot load a training run's adapter; serve the merged model and "
