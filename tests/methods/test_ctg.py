@@ -57,6 +57,9 @@ def test_examples_decoded_together_equal_each_decoded_alone(tiny_dir):
         alone = [arithmetic_generate(model, tok, [e], guidance_weights(lam), max_new_tokens=14, stop_fn=stop)[0]
                  for e in examples]
         assert together == alone
+        # two examples at a time: as one stops, the next joins the running batch (its rows merged into the cache)
+        assert arithmetic_generate(model, tok, examples, guidance_weights(lam), max_new_tokens=14, stop_fn=stop,
+                                   batch_size=2) == alone
         assert len({g.n_new_tokens for g in together}) > 1 and len({g.text for g in together}) > 1
 
 
