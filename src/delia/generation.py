@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from delia.kvcache import growing_layer_class as _growing_layer_class
 
 if TYPE_CHECKING:  # torch is imported lazily so that engines/registries stay cheap to import
     import torch
@@ -46,6 +48,17 @@ class Generation:
     n_prompt_tokens: int
     n_new_tokens: int
     finish_reason: Literal["stop", "length"]
+
+
+class Combiner(Protocol):
+    """Turns the next-token logits of several prompts of one row into one distribution, every step (CTG's
+    language-model arithmetic: `delia.methods.ctg`). Every prompt of a row extends the same generated text."""
+
+    terms: int  # prompts per row
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        """(rows, terms, vocab) logits -> (rows, vocab) logits or log-probabilities."""
+        ...
 
 
 def render_prompt(tokenizer, prompt: Prompt) -> str:
@@ -203,70 +216,6 @@ def _prefill_pass(model, rows: list[list[int]], pad_id: int, prefix=None):
     return cache, mask, pos[:, -1], out.logits[:, -1, :]
 
 
-def _growing_layer_class():
-    """A DynamicLayer that appends in place into a buffer with spare room.
-
-    transformers' DynamicLayer appends a token with `torch.cat`, which copies the layer's whole cache every
-    step (O(length) per token; profiled at about a fifth of a CPU decode step at batch 32). This layer keeps
-    keys/values in a larger buffer and exposes `keys`/`values` as views of the used part, so a step writes one
-    column; the buffer grows by half when full. Anything that assigns `keys`/`values` (batch selection,
-    merging, trimming) simply replaces the buffer.
-    """
-    from transformers.cache_utils import DynamicLayer
-
-    class GrowingLayer(DynamicLayer):
-        _kbuf = _vbuf = None
-        _nk = _nv = 0  # used lengths of the buffers
-
-        @staticmethod
-        def _used(buf, n):
-            return buf if buf is None or buf.dim() < 4 else buf[:, :, :n]
-
-        @staticmethod
-        def _length(t):
-            return t.shape[-2] if t is not None and t.dim() == 4 else 0
-
-        @property
-        def keys(self):
-            return self._used(self._kbuf, self._nk)
-
-        @keys.setter
-        def keys(self, t):
-            self._kbuf, self._nk = t, self._length(t)
-
-        @property
-        def values(self):
-            return self._used(self._vbuf, self._nv)
-
-        @values.setter
-        def values(self, t):
-            self._vbuf, self._nv = t, self._length(t)
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            import torch
-
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            n, add = self._nk, key_states.shape[-2]
-            if self._kbuf.dim() < 4 or n + add > self._kbuf.shape[-2]:  # empty or full: a larger buffer
-                room = n + add + max(64, (n + add) // 2)
-                kbuf = key_states.new_empty(*key_states.shape[:2], room, key_states.shape[-1])
-                vbuf = value_states.new_empty(*value_states.shape[:2], room, value_states.shape[-1])
-                if n:
-                    kbuf[:, :, :n], vbuf[:, :, :n] = self._kbuf[:, :, :n], self._vbuf[:, :, :n]
-                self._kbuf, self._vbuf = kbuf, vbuf
-            self._kbuf[:, :, n:n + add] = key_states
-            self._vbuf[:, :, n:n + add] = value_states
-            self._nk = self._nv = n + add
-            return self.keys, self.values
-
-        def batch_select_indices(self, indices):
-            if self._nk > 0:  # keep the spare room
-                self._kbuf, self._vbuf = self._kbuf[indices], self._vbuf[indices]
-
-    return GrowingLayer
-
-
 _GROWING = None
 
 
@@ -327,7 +276,8 @@ def _trim(cache, mask: torch.Tensor) -> torch.Tensor:
 
 def generate(model, tokenizer, prompts: Sequence[Prompt], params: GenParams, batch_size: int = 16,
              stop_fn: Callable[[str], bool] | None = None,
-             on_batch: Callable[[list[int], list[Generation]], None] | None = None) -> list[Generation]:
+             on_batch: Callable[[list[int], list[Generation]], None] | None = None,
+             combine: Combiner | None = None) -> list[Generation]:
     """Generate one completion per prompt, in input order.
 
     Rows are taken longest prompt first. A finished row leaves the batch (and the KV cache) at once; when
@@ -341,6 +291,8 @@ def generate(model, tokenizer, prompts: Sequence[Prompt], params: GenParams, bat
         stop_fn: optional per-row predicate on the generated text; True ends that row ("stop").
         on_batch: called with (input indices, generations) each time finished rows are handed out (before
             new rows join the batch, and at the end), e.g. to append them to a cache.
+        combine: with it, each prompt is a sequence of `combine.terms` prompts decoded as one row: each is a
+            row of the KV cache, and `combine` merges their logits into the one next token they all take.
     Returns:
         One Generation per prompt. `n_new_tokens` counts the generated tokens including a final EOS.
     """
@@ -348,7 +300,12 @@ def generate(model, tokenizer, prompts: Sequence[Prompt], params: GenParams, bat
 
     if batch_size < 1 or params.max_new_tokens < 1:
         raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size}, {params.max_new_tokens}")
-    enc = [tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
+    terms = combine.terms if combine else 1
+    enc_all = [[tokenizer(render_prompt(tokenizer, q), add_special_tokens=False)["input_ids"] for q in p]
+               for p in (prompts if combine else [[p] for p in prompts])]
+    if any(len(e) != terms for e in enc_all):
+        raise ValueError(f"every prompt needs {terms} terms for the combiner")
+    enc = [e[0] for e in enc_all]  # a row's length and n_prompt_tokens are its first prompt's
     pending = sorted(range(len(enc)), key=lambda i: len(enc[i]), reverse=True)[::-1]  # pop() = longest
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = _eos_ids(model, tokenizer)
@@ -386,13 +343,13 @@ def generate(model, tokenizer, prompts: Sequence[Prompt], params: GenParams, bat
     cache = mask = last_pos = logits = None
     try:
         with torch.inference_mode():
-            prefix = _shared_prefix(model, enc)
+            prefix = _shared_prefix(model, [e for es in enc_all for e in es])
             while pending or rows:
                 # refill: when half the batch is done (or, for caches we cannot merge, all of it)
                 if pending and (not rows or (len(rows) <= batch_size // 2 and _mergeable(cache))):
                     flush()
                     take = [pending.pop() for _ in range(min(batch_size - len(rows), len(pending)))]
-                    c2, m2, p2, l2 = _prefill(model, [enc[i] for i in take], pad_id, prefix)
+                    c2, m2, p2, l2 = _prefill(model, [e for i in take for e in enc_all[i]], pad_id, prefix)
                     if rows:
                         mask = _merge(cache, mask, c2, m2)
                         last_pos, logits = torch.cat([last_pos, p2]), torch.cat([logits, l2])
@@ -400,7 +357,7 @@ def generate(model, tokenizer, prompts: Sequence[Prompt], params: GenParams, bat
                         cache, mask, last_pos, logits = c2, m2, p2, l2
                     rows += take
                     new.update({i: [] for i in take})
-                tok = _next_tokens(logits, params, gen)
+                tok = _next_tokens(combine(logits.view(len(rows), terms, -1)) if combine else logits, params, gen)
                 keep = []
                 for b, t in enumerate(tok.tolist()):
                     i = rows[b]
@@ -415,16 +372,16 @@ def generate(model, tokenizer, prompts: Sequence[Prompt], params: GenParams, bat
                     rows = []
                     continue
                 if len(keep) < len(rows):  # drop finished rows from the batch and the cache
-                    sel = torch.tensor(keep, device=model.device)
+                    sel = torch.tensor([b * terms + j for b in keep for j in range(terms)], device=model.device)
                     cache.batch_select_indices(sel)
-                    tok, mask, last_pos = tok[sel], mask[sel], last_pos[sel]
+                    tok, mask, last_pos = tok[keep], mask[sel], last_pos[sel]
                     rows = [rows[b] for b in keep]
                     if _mergeable(cache):
                         mask = _trim(cache, mask)
-                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+                mask = torch.cat([mask, mask.new_ones((len(mask), 1))], dim=1)
                 last_pos = last_pos + 1
-                logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-                               past_key_values=cache, use_cache=True).logits[:, -1, :]
+                logits = model(input_ids=tok.repeat_interleave(terms)[:, None], attention_mask=mask,
+                               position_ids=last_pos[:, None], past_key_values=cache, use_cache=True).logits[:, -1, :]
     except KeyboardInterrupt:  # rows that finished before the interrupt still reach on_batch (the caches)
         flush()
         raise

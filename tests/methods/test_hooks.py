@@ -37,4 +37,4 @@ def test_arithmetic_decoder_at_lambda_zero_is_greedy_on_the_description_prompt(t
                                       on_batch=lambda i, g: seen.extend(i), lam=0.0, system="Reply in json.")
     ref = generate(model, tok, [[{"role": "system", "content": "Reply in json."}, *p] for p in prompts],
                    GenParams(max_new_tokens=6))
-    assert [g.text for g in gens] == [g.text for g in ref] and seen == [0, 1]
+    assert [g.text for g in gens] == [g.text for g in ref] and sorted(seen) == [0, 1]

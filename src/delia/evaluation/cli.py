@@ -27,6 +27,8 @@ def register(app: typer.Typer) -> None:
                                            help="Generation budget per reply (default: from the data, "
                                                 "max(256, 2 x p99 of the gold replies' tokens))."),
         dtype: str = typer.Option(None, "--dtype", help="auto (as the adapter trained) | fp32 | bf16 | fp16."),
+        engine: str = typer.Option(None, "--engine", help="transformers (default) | vllm | openai; options as "
+                                                          "engine_options={...} (docs/evaluation.md)."),
         config: Path = typer.Option(None, "--config", "-c", help="YAML EvalConfig."),
         show_config: bool = typer.Option(False, "--show-config", help="Print the resolved config and exit."),
     ) -> None:
@@ -39,7 +41,7 @@ def register(app: typer.Typer) -> None:
 
         flags = {"data": data, "out": out, "task": task, "model": model, "adapter": adapter,
                  "halu.instructions": instructions, "limit": limit, "generation.batch_size": batch_size,
-                 "generation.max_new_tokens": max_new_tokens, "dtype": dtype}
+                 "generation.max_new_tokens": max_new_tokens, "dtype": dtype, "engine": engine}
         # JSON-quote flag values so YAML never reinterprets them ("seen:5,unseen" stays a string)
         cli = flag_overrides(flags)
         cfg = load_config(EvalConfig, config, overrides=cli + list(overrides or []))

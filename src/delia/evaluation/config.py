@@ -122,6 +122,12 @@ class EvalConfig:
     decoder: str | None = opt(None, help="registered 'eval decoder' used instead of batched generation "
                                          "(baseline: arithmetic)")
     hook_options: dict[str, Any] = opt({}, help="keyword options for prompt_hook / decoder")
+    # None (not "transformers") as the defaults, so stage hashes of configs that never set them do not change
+    engine: str | None = opt(None, help="generation engine: transformers (unset: the model loaded here, with its "
+                                        "adapter) | vllm | openai (an OpenAI-compatible server; model = the served "
+                                        "name); see docs/evaluation.md")
+    engine_options: dict[str, Any] | None = opt(None, help="engine options (openai: base_url, concurrency, ...; "
+                                                          "vllm: tensor_parallel_size, ...; `delia ls engines`)")
     generation: GenerationOptions = field(default_factory=GenerationOptions, metadata={"help": "decoding"})
     halu: HaluOptions = field(default_factory=HaluOptions, metadata={"help": "halu task"})
     translation: TranslationOptions = field(default_factory=TranslationOptions, metadata={"help": "translation"})

@@ -4,20 +4,18 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
-import time
-from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from delia.config import ConfigError, save_config
-from delia.data.jsonl import AppendLog, dumps_line
+from delia.data.jsonl import dumps_line
 from delia.evaluation import metrics as M
 from delia.evaluation import outcomes
 from delia.evaluation.config import EvalConfig
+from delia.evaluation.generate import LOCAL, DecoderEngine, build_engine, check_engine, engine_name, generate_rows
 from delia.evaluation.instructions import Instruction, assign, check_heldout, load_set, parse_spec, vary
 from delia.evaluation.parsing import check_keys, extract_label, object_closed, parse_output
 from delia.evaluation.prompts import (clean_translation, halu_example, halu_prompt, translation_done,
@@ -120,10 +118,14 @@ def load_for_eval(cfg: EvalConfig, rows: list[EvalRow]) -> tuple[Any, Any, dict[
     info["dtype"] = precision.name if precision.autocast else str(model.dtype).replace("torch.", "")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    wanted = cfg.halu.special_tokens if cfg.task == "halu" else []
-    ensure_tokens(model, tok, [t for t in wanted if any(t in m["content"] for r in rows for m in r.prompt)],
-                  cfg, info)
+    ensure_tokens(model, tok, prompt_tokens(cfg, rows), cfg, info)
     return model, tok, info
+
+
+def prompt_tokens(cfg: EvalConfig, rows: list[EvalRow]) -> list[str]:
+    """The task's special tokens that the prompts use."""
+    wanted = cfg.halu.special_tokens if cfg.task == "halu" else []
+    return [t for t in wanted if any(t in m["content"] for r in rows for m in r.prompt)]
 
 
 def ensure_tokens(model, tok, tokens: list[str], cfg: EvalConfig, info: dict[str, Any]) -> None:
@@ -166,81 +168,21 @@ def _fit_prompts(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[st
 
     from delia.lengths import guard_prompts, prompt_budget
 
-    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if tok is None:  # engine openai: no tokenizer here; the server rejects prompts over its context
+        return rows
+    if model is not None:
+        context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    else:  # engine vllm: the weights are vLLM's
+        from delia.lengths import context_length
+        from delia.models import DEFAULT_MODEL
+
+        context = context_length(cfg.model or DEFAULT_MODEL)
     limit = prompt_budget(cfg.max_prompt_tokens, context, max_new_tokens)
     prompts, cuts = guard_prompts(tok, [r.prompt for r in rows], [r.where or r.example_id for r in rows], limit,
                                   cfg.long_prompts)
     if cuts:
         info["prompts_cut"] = {"rows": len(cuts), "tokens": sum(cuts.values()), "limit": limit}
     return [replace(r, prompt=prompts[i]) if i in cuts else r for i, r in enumerate(rows)]
-
-
-# ---------------------------------------------------------------- 3. generation (cached)
-
-
-def generate_rows(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[str, Any],
-                  max_new_tokens: int) -> tuple[list, dict]:
-    """Generations for all rows with `max_new_tokens` each, reusing OUT/generations.jsonl; returns
-    (generations, speed)."""
-    from tqdm import tqdm
-
-    from delia.generation import GenParams, Generation, generate, render_prompt
-
-    g = cfg.generation
-    params = GenParams(max_new_tokens=max_new_tokens, temperature=g.temperature, top_p=g.top_p, seed=cfg.seed)
-    ident = json.dumps([info["identity"], info.get("added_tokens"), info["dtype"], params.__dict__, g.stop_early,
-                        cfg.task == "translation" and cfg.translation.first_line,
-                        cfg.decoder and [cfg.decoder, cfg.hook_options]], sort_keys=True, default=str)
-    keys = [hashlib.sha256((ident + render_prompt(tok, r.prompt)).encode()).hexdigest() for r in rows]
-    cache_path = Path(cfg.out) / "generations.jsonl"
-    if not cfg.resume:
-        cache_path.unlink(missing_ok=True)
-    # the sample cache's file mechanics: a torn last line is cut on open, appends are fsynced
-    store = AppendLog(cache_path, complete=lambda d: isinstance(d, dict) and "key" in d and "text" in d)
-    store.open()
-    cache: dict[str, Generation] = {}
-    for line, d, reason in store.rows():
-        try:
-            key = d.pop("key")
-            cache[key] = Generation(**d)
-        except (AttributeError, KeyError, TypeError):  # not a cache row: that row is generated again
-            log.warning("%s:%d: not a generation row (%s); it is generated again", cache_path, line,
-                        reason or "unexpected keys")
-    todo = [i for i, k in enumerate(keys) if k not in cache]
-    stop_fn = None
-    if g.stop_early:
-        stop_fn = object_closed if cfg.task == "halu" else (translation_done if cfg.translation.first_line else None)
-    bar = tqdm(total=len(todo), desc="generate", unit="row", disable=not todo)
-    t0, tokens = time.perf_counter(), 0
-
-    def on_batch(idx: list[int], gens: list) -> None:
-        nonlocal tokens
-        store.append([{"key": keys[todo[j]], **gen.__dict__} for j, gen in zip(idx, gens)])
-        for j, gen in zip(idx, gens):
-            cache[keys[todo[j]]] = gen
-        tokens += sum(x.n_new_tokens for x in gens)
-        bar.update(len(gens))
-        bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - t0, 1e-9):.1f}")
-
-    if cfg.decoder:  # a baseline's decoder (language-model arithmetic) replaces batched generation
-        generate = partial(_hooks().DECODERS.get(cfg.decoder), **cfg.hook_options)
-    try:
-        if todo:
-            log.info("%d of %d rows to generate (%d cached)", len(todo), len(rows), len(rows) - len(todo))
-            generate(model, tok, [rows[i].prompt for i in todo], params, batch_size=g.batch_size, stop_fn=stop_fn,
-                     on_batch=on_batch)
-    finally:
-        store.close()
-        bar.close()
-    secs = time.perf_counter() - t0
-    speed = {"rows_generated": len(todo), "rows_cached": len(rows) - len(todo), "seconds": round(secs, 2),
-             # one prompt = one example under one instruction; examples_per_s is the same number (kept by name
-             # for readers of metrics.json such as delia.experiments)
-             "prompts_per_s": len(todo) / secs if todo else None,
-             "examples_per_s": len(todo) / secs if todo else None,
-             "new_tokens_per_s": tokens / secs if todo else None, "new_tokens": tokens,
-             "batch_size": g.batch_size, "dtype": info["dtype"]}
-    return [cache[k] for k in keys], speed
 
 
 # ---------------------------------------------------------------- 4. parse
@@ -313,6 +255,13 @@ def analyses(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[str, A
 
     out: dict[str, Any] = {}
     a = cfg.analysis
+    if model is None:  # a vllm / openai engine (analysis.score=on was refused before the run)
+        skipped = f"engine {engine_name(cfg)} has no local weights"
+        if a.hidden and cfg.task == "halu":
+            out["hidden"] = {"skipped": skipped}
+        if any(r.gold for r in rows) and a.score == "auto":
+            out["scoring_skipped"] = skipped
+        return out
     has_gold = any(r.gold for r in rows)
     if a.score == "on" or (a.score == "auto" and has_gold):
         todo = [r for r in rows if r.gold or a.score == "on"]
@@ -366,6 +315,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         rows = _hooks().PROMPT_HOOKS.get(cfg.prompt_hook)(rows, cfg, **cfg.hook_options)
     if not rows:
         raise DataError([Problem(cfg.data, 1, "no examples to evaluate")])
+    check_engine(cfg, prompt_tokens(cfg, rows))  # what the engine cannot do fails here, before OUT exists
     with locked_dir(cfg.out, "evaluation output"):  # a second `delia eval` on OUT fails at once
         return _evaluate(cfg, rows)
 
@@ -375,12 +325,16 @@ def _evaluate(cfg: EvalConfig, rows: list[EvalRow]) -> dict[str, Any]:
 
     out = Path(cfg.out)
 
-    # 2. model
+    # 2. model (the local one for the default engine) and the engine that generates
     if cfg.threads:
         import torch
 
         torch.set_num_threads(cfg.threads)
-    model, tok, info = load_for_eval(cfg, rows)
+    model, tok, info = load_for_eval(cfg, rows) if engine_name(cfg) == LOCAL else (None, None, None)
+    engine, tok, info = build_engine(cfg, model, tok, info)
+    if cfg.decoder:  # a baseline's decoder (language-model arithmetic) replaces batched generation
+        engine = DecoderEngine(_hooks().DECODERS.get(cfg.decoder), model, tok, cfg.generation.batch_size,
+                               cfg.hook_options)
     from delia.evaluation import budget as B
 
     # a generation budget from the data unless one is configured; the prompt-length guard leaves room for it
@@ -389,8 +343,14 @@ def _evaluate(cfg: EvalConfig, rows: list[EvalRow]) -> dict[str, Any]:
     rows = _fit_prompts(model, tok, rows, cfg, info, budget["max_new_tokens"])  # before anything is written
     save_config(cfg, out / "config.yaml")
 
-    # 3. generation (resumable)
-    gens, speed = generate_rows(model, tok, rows, cfg, info, budget["max_new_tokens"])
+    # 3. generation (resumable): the task's stop rule, and what else changes the outputs joins the cache key
+    g = cfg.generation
+    stop_fn = None
+    if g.stop_early:
+        stop_fn = object_closed if cfg.task == "halu" else (translation_done if cfg.translation.first_line else None)
+    key_extras = [g.stop_early, cfg.task == "translation" and cfg.translation.first_line,
+                  cfg.decoder and [cfg.decoder, cfg.hook_options]]
+    gens, speed = generate_rows(engine, tok, rows, cfg, info, budget["max_new_tokens"], stop_fn, key_extras)
 
     # 4. parse and keep every prediction
     preds = [predict(r, g, cfg) for r, g in zip(rows, gens)]

@@ -53,16 +53,13 @@ def dipmt_hook(rows: list, cfg: Any, path: str, k: int = 3, seed: int = 0, max_h
 def arithmetic_decoder(model, tok, prompts: list, params, batch_size: int = 1,
                        stop_fn: Callable[[str], bool] | None = None, on_batch: Callable | None = None,
                        lam: float = 1.0, system: str = "") -> list:
-    """The CTG baseline: M_desc = the prompt with `system` as its system turn, M_task = the prompt as is."""
+    """The CTG baseline: M_desc = the prompt with `system` as its system turn, M_task = the prompt as is.
+
+    `batch_size` counts rows of the forward pass, so batch_size // 2 examples (two rows each) run at once.
+    """
     from delia.methods.ctg import arithmetic_generate, desc_prompt, guidance_weights
 
-    out = []
-    step = max(1, batch_size // 2)  # two rows (M_desc, M_task) per example
-    for start in range(0, len(prompts), step):
-        chunk = prompts[start:start + step]
-        gens = arithmetic_generate(model, tok, [[desc_prompt(p, system), p] for p in chunk], guidance_weights(lam),
-                                   max_new_tokens=params.max_new_tokens, stop_fn=stop_fn)
-        out += gens
-        if on_batch:
-            on_batch(list(range(start, start + len(chunk))), gens)
-    return out
+    return arithmetic_generate(model, tok, [[desc_prompt(p, system), p] for p in prompts], guidance_weights(lam),
+                               max_new_tokens=params.max_new_tokens, stop_fn=stop_fn,
+                               batch_size=max(1, batch_size // 2), on_batch=on_batch,
+                               temperature=params.temperature, seed=params.seed)

@@ -6,7 +6,9 @@ An engine turns prompts (chat message lists or rendered strings) into one `Gener
     gens = engine.generate([[{"role": "user", "content": "Hi"}]], GenParams(max_new_tokens=64))
 
 `on_batch(indices, generations)` (optional) is called as soon as a group of rows is finished, so a caller
-can persist them before the rest are done; `indices` index into `prompts`.
+can persist them before the rest are done; `indices` index into `prompts`. `stop_fn(text)` (optional) ends a
+row once its answer is complete (`delia eval`'s stop rules): the transformers engine checks it every token;
+engines that cannot call it per token (a server, vLLM) apply it to the text they get back (`stop_at`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,26 @@ from delia.registry import registry
 ENGINES = registry("engine")
 
 OnBatch = Callable[[list[int], list[Generation]], None]
+StopFn = Callable[[str], bool]
+
+
+def stop_at(gen: Generation, stop_fn: StopFn | None) -> Generation:
+    """`gen` cut where `stop_fn` first holds (finish "stop"), for engines that cannot call it per token.
+
+    The text is cut after the shortest prefix for which `stop_fn` is true (found by bisection: a stop rule
+    that holds for a text holds for every longer one, as "the first {...} closed" and "the first line
+    ended" do). Token counts stay the engine's: the tokens generated past that point were paid for.
+    """
+    if stop_fn is None or not stop_fn(gen.text):
+        return gen
+    lo, hi = 0, len(gen.text)  # stop_fn(text[:hi]) holds; find the smallest such hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if stop_fn(gen.text[:mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return Generation(gen.text[:hi], gen.n_prompt_tokens, gen.n_new_tokens, "stop")
 
 
 class EngineError(UserError, RuntimeError):
@@ -47,8 +69,8 @@ class Engine(Protocol):
     name: str
     model: str
 
-    def generate(self, prompts: Sequence[Prompt], params: GenParams,
-                 on_batch: OnBatch | None = None) -> list[Generation]:
+    def generate(self, prompts: Sequence[Prompt], params: GenParams, on_batch: OnBatch | None = None,
+                 stop_fn: StopFn | None = None) -> list[Generation]:
         """One Generation per prompt, in input order (see the module docstring)."""
         ...
 

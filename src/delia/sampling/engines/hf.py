@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from delia.generation import Generation, GenParams, Prompt
-from delia.sampling.engines.base import ENGINES, OnBatch
+from delia.sampling.engines.base import ENGINES, OnBatch, StopFn
 
 
 @ENGINES.register("transformers", help="Local HF / GGUF / embedded model; batched, length-sorted, per-row stop")
@@ -56,14 +56,21 @@ class TransformersEngine:
         self._load()
         return self._tokenizer
 
+    def attach(self, lm, tokenizer) -> TransformersEngine:
+        """Use an already loaded model (e.g. `delia eval`'s, with its adapter and added tokens) instead of
+        loading `model`."""
+        self._lm, self._tokenizer = lm, tokenizer
+        return self
+
     def identity(self) -> str:
         from delia.models import model_identity
 
         return model_identity(self.model)
 
-    def generate(self, prompts: Sequence[Prompt], params: GenParams,
-                 on_batch: OnBatch | None = None) -> list[Generation]:
-        """One Generation per prompt; on_batch gets each finished batch."""
+    def generate(self, prompts: Sequence[Prompt], params: GenParams, on_batch: OnBatch | None = None,
+                 stop_fn: StopFn | None = None) -> list[Generation]:
+        """One Generation per prompt; on_batch gets each finished batch; stop_fn is checked every token."""
         from delia.generation import generate
 
-        return generate(self.lm, self.tokenizer, prompts, params, batch_size=self.batch_size, on_batch=on_batch)
+        return generate(self.lm, self.tokenizer, prompts, params, batch_size=self.batch_size, stop_fn=stop_fn,
+                        on_batch=on_batch)

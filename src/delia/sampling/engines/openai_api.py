@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from delia.generation import Generation, GenParams, Prompt
-from delia.sampling.engines.base import ENGINES, EngineError, OnBatch, RowsFailed
+from delia.sampling.engines.base import ENGINES, EngineError, OnBatch, RowsFailed, StopFn, stop_at
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +151,10 @@ class OpenAIEngine:
 
     # ------------------------------------------------------------ the engine interface
 
-    def generate(self, prompts: Sequence[Prompt], params: GenParams,
-                 on_batch: OnBatch | None = None) -> list[Generation]:
+    def generate(self, prompts: Sequence[Prompt], params: GenParams, on_batch: OnBatch | None = None,
+                 stop_fn: StopFn | None = None) -> list[Generation]:
         """Send every prompt (`concurrency` at a time); see the module docstring for retries and interrupts.
+        `stop_fn` cuts each answer's text (`stop_at`); `params.stop` strings are sent as the request's `stop`.
 
         Raises:
             EngineError: the endpoint is unreachable (rows finished before that were passed to on_batch).
@@ -180,7 +181,7 @@ class OpenAIEngine:
                 with lock:
                     taken[0] += 1
                 try:
-                    done.put((i, self._one(prompt, params), None))
+                    done.put((i, stop_at(self._one(prompt, params), stop_fn), None))
                 except BaseException as e:  # handed to the caller's thread, which decides
                     done.put((i, None, e))
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from delia.generation import Generation, GenParams, Prompt
-from delia.sampling.engines.base import ENGINES, EngineError, OnBatch
+from delia.sampling.engines.base import ENGINES, EngineError, OnBatch, StopFn, stop_at
 
 
 def sampling_kwargs(params: GenParams) -> dict[str, Any]:
@@ -64,9 +64,10 @@ class VllmEngine:
 
         return model_identity(self.model)
 
-    def generate(self, prompts: Sequence[Prompt], params: GenParams,
-                 on_batch: OnBatch | None = None) -> list[Generation]:
-        """Chat prompts go through `LLM.chat`, strings through `LLM.generate`, `chunk` rows at a time."""
+    def generate(self, prompts: Sequence[Prompt], params: GenParams, on_batch: OnBatch | None = None,
+                 stop_fn: StopFn | None = None) -> list[Generation]:
+        """Chat prompts go through `LLM.chat`, strings through `LLM.generate`, `chunk` rows at a time;
+        `stop_fn` cuts each returned text (`stop_at`)."""
         sp = self._vllm.SamplingParams(**sampling_kwargs(params))
         results: list[Generation] = []
         for start in range(0, len(prompts), self.chunk):
@@ -77,7 +78,7 @@ class VllmEngine:
                 outs = self.llm.chat(part, sp, use_tqdm=False)
             else:
                 raise ValueError("a vllm call cannot mix chat and string prompts")
-            gens = [to_generation(o) for o in outs]
+            gens = [stop_at(to_generation(o), stop_fn) for o in outs]
             results += gens
             if on_batch:
                 on_batch(list(range(start, start + len(part))), gens)
