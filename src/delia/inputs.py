@@ -43,9 +43,9 @@ def _cache(path: str) -> None:
 
 def _eval(task: str) -> Callable[[str], None]:
     def check(path: str) -> None:
-        from delia.evaluation.run import load_examples
+        from delia.task import get_task
 
-        load_examples(path, task)
+        get_task(task).load_examples(path)
     return check
 
 
@@ -56,6 +56,9 @@ USES: dict[str, tuple[str, Callable[[str], None]]] = {
     "sample": ("queries (`delia sample --queries`)", _sample),
     "eval-halu": ("halu examples (`delia eval --data`)", _eval("halu")),
     "eval-translation": ("translation examples (`delia eval --task translation --data`)", _eval("translation")),
+    **{f"eval-{t}": (f"{t} task examples: {{input, output}}, chat or prompt/completion rows whose user turn is "
+                     f"custom.template's default (`delia eval --task {t} --data`)", _eval(t))
+       for t in ("json", "label", "text")},
 }
 
 

@@ -15,7 +15,9 @@ import pytest
 from delia.config import load_config
 from delia.evaluation import run as R
 from delia.evaluation.config import EvalConfig
+from delia.evaluation.rows import EvalRow
 from delia.generation import Generation
+from delia.task import get_task
 
 DATA = Path(__file__).parent / "data"
 
@@ -37,36 +39,40 @@ def _json(obj):
 @pytest.mark.parametrize("group", sorted(GENS))
 def test_halu_predictions_and_metrics_unchanged(group):
     cfg = load_config(EvalConfig, overrides=["data=builtin:halu/test", "out=unused"])
-    rows = [R.EvalRow(r["example_id"], r["instruction_id"], r["set"], [], None, {"gold_label": r["gold_label"]})
+    rows = [EvalRow(r["example_id"], r["instruction_id"], r["set"], [], None, {"gold_label": r["gold_label"]})
             for r in GENS[group]]
     gens = [Generation(r["raw"], 0, r["n_new_tokens"], r["finish_reason"]) for r in GENS[group]]
-    preds = [R.predict(x, g, cfg) for x, g in zip(rows, gens)]
+    task = get_task("halu")
+    preds = [task.predict(x, g, cfg) for x, g in zip(rows, gens)]
     want = GOLDEN["halu"][group]
     assert _json(preds) == want["predictions"]
-    assert _json(R.halu_metrics(preds, cfg)) == want["metrics"]
+    assert _json(task.metrics(preds, cfg)) == want["metrics"]
+    # what an experiment's results recompute from the saved predictions is the same
+    assert _json(task.rescore(want["predictions"], cfg.bootstrap, cfg.seed, cfg.ci_level)) == want["metrics"]
 
 
 def test_halu_prompts_unchanged():
     cfg = load_config(EvalConfig, overrides=[
         "data=builtin:halu/test", "out=unused", "limit=3",
         "halu.instructions=seen:2,unseen:1,unseen-notoken:1,unseen-desc:1,explicit"])
-    assert _json([r.__dict__ for r in R.halu_rows(cfg)]) == GOLDEN["halu_rows"]
+    assert _json([r.__dict__ for r in get_task("halu").rows(cfg)]) == GOLDEN["halu_rows"]
     cfg = load_config(EvalConfig, overrides=["data=builtin:halu/valid", "out=unused", "limit=3",
                                              "halu.instructions=own"])
-    assert _json([r.__dict__ for r in R.halu_rows(cfg)]) == GOLDEN["halu_rows_own"]
+    assert _json([r.__dict__ for r in get_task("halu").rows(cfg)]) == GOLDEN["halu_rows_own"]
 
 
 def test_translation_rows_predictions_and_metrics_unchanged():
     src = [json.loads(x) for x in (DATA / "translation.jsonl").read_text().splitlines()]
     cfg = load_config(EvalConfig, overrides=[f"data={DATA}/translation.jsonl", "out=unused", "task=translation"])
-    rows = R.translation_rows(cfg)
+    task = get_task("translation")
+    rows = task.rows(cfg)
     gens = [Generation(t["hyp_raw"], 0, 7, t.get("finish", "stop")) for t in src]
-    preds = [R.predict(x, g, cfg) for x, g in zip(rows, gens)]
+    preds = [task.predict(x, g, cfg) for x, g in zip(rows, gens)]
     want = GOLDEN["translation"]
     assert [{**r, "where": Path(r["where"]).name} for r in _json([r.__dict__ for r in rows])] == \
         [{**r, "where": Path(r["where"]).name} for r in want["rows"]]
     assert _json(preds) == want["predictions"]
-    assert _json(R.translation_metrics(preds, cfg)) == want["metrics"]
+    assert _json(task.metrics(preds, cfg)) == want["metrics"]
 
 
 class _Tok:
@@ -87,7 +93,7 @@ def test_generation_cache_keys_unchanged(name, overrides, tmp_path, monkeypatch)
 
     monkeypatch.setattr("delia.generation.generate", fake)
     cfg = load_config(EvalConfig, overrides=["data=x", f"out={tmp_path}", *overrides])
-    rows = [R.EvalRow("e1", "i", "s", [{"role": "user", "content": "hello"}])]
+    rows = [EvalRow("e1", "i", "s", [{"role": "user", "content": "hello"}])]
     R.generate_rows(None, _Tok(), rows, cfg, {"identity": "model@abc", "dtype": "float32"}, 64)
     key = json.loads((tmp_path / "generations.jsonl").read_text().splitlines()[0])["key"]
     assert key == GOLDEN["cache_keys"][name]
