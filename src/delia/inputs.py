@@ -62,6 +62,11 @@ USES: dict[str, tuple[str, Callable[[str], None]]] = {
 }
 
 
+# uses whose reader also accepts rows of no registered format ({"input", "output"} examples of a custom task):
+# the generic format check does not apply to them, their own reader reports every row
+OWN_READER = {f"eval-{t}" for t in ("json", "label", "text")}
+
+
 def check_use(path: str | Path, use: str) -> list[Problem]:
     """Every problem `use` finds in `path` (empty when the command would accept it)."""
     try:
