@@ -121,6 +121,10 @@ class Task:
         """Per set (with intervals) and per phrasing, from the predictions."""
         raise NotImplementedError
 
+    def enrich(self, preds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Saved predictions with outcome fields that runs older than them lack (default: as saved)."""
+        return preds
+
     def rescore(self, preds: list[dict[str, Any]], n_boot: int, seed: int, level: float) -> dict[str, Any] | None:
         """Metrics recomputed from saved predictions alone (None: use the saved metrics.json)."""
         return None

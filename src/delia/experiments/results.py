@@ -11,7 +11,6 @@ from typing import Any
 
 import yaml
 
-from delia.evaluation.outcomes import enrich
 from delia.task import get_task
 
 
@@ -20,7 +19,8 @@ def _load(path: Path) -> dict[str, Any] | None:
 
 
 def load_predictions(eval_dir: Path) -> list[dict[str, Any]]:
-    """An evaluation's predictions.jsonl rows (halu rows with their outcome fields); [] when absent."""
+    """An evaluation's predictions.jsonl rows (with outcome fields newer than the run, `Task.enrich`); [] when
+    absent."""
     path = Path(eval_dir) / "predictions.jsonl"
     if not path.exists():
         return []
@@ -32,8 +32,7 @@ def load_predictions(eval_dir: Path) -> list[dict[str, Any]]:
             rows.append(json.loads(line))
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-    # halu rows (the only ones with `strict_reason`) gain outcome fields newer than the run that saved them
-    return enrich(rows) if rows and "strict_reason" in rows[0] else rows
+    return get_task(_eval_settings(path.parent)["task"]).enrich(rows)
 
 
 def _eval_settings(eval_dir: Path) -> dict[str, Any]:

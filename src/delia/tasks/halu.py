@@ -84,6 +84,9 @@ class Halu(Task):
     def metrics(self, preds: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
         return outcomes.halu_metrics(preds, cfg.bootstrap, cfg.seed, cfg.ci_level)
 
+    def enrich(self, preds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return outcomes.enrich(preds) if preds and "parsed" in preds[0] else preds
+
     def rescore(self, preds: list[dict[str, Any]], n_boot: int, seed: int, level: float) -> dict[str, Any] | None:
         # old predictions.jsonl gain the newer outcome fields (enrich), so finished runs get new metrics
         return outcomes.halu_metrics(preds, n_boot, seed, level) if preds and "parsed" in preds[0] else None
