@@ -156,6 +156,7 @@ REGISTRY_MODULES: list[str] = [
     "delia.diversify.stage",
     "delia.evaluation.metrics",
     "delia.methods",
+    "delia.task",
 ]
 
 

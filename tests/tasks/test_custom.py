@@ -71,6 +71,13 @@ def test_label_rows_and_exact_scores(tiny_dir, files, tmp_path, monkeypatch):
     assert m["model"]["added_tokens"][0]["tokens"] == ["<sep>"]  # the phrasings use the token
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| seen | 8 | 50.0 [" in summary and "not_a_label" in summary
+    # an experiment's results flatten the task's metric schema, robustness included
+    from delia.experiments.results import collect
+
+    flat = collect({"test": tmp_path / "out"})
+    assert flat["seen.task_valid"] == 0.5 and flat["unseen.label_accuracy"] == 0.25 and flat["seen.n"] == 8
+    assert flat["seen.majority_class"] == 0.5 and flat["seen.macro_f1"] == pytest.approx(1 / 3)
+    assert flat["seen.task_valid.phrasing_min"] == 0.5 and flat["seen.failure.not_a_label"] == 4
 
 
 def test_json_task_with_chat_rows_and_own_phrasings(tiny_dir, tmp_path, monkeypatch):

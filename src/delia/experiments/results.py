@@ -53,7 +53,8 @@ def _flatten_sets(out: dict[str, Any], m: dict[str, Any], task: str) -> None:
                 out[f"{s}.{k}"] = v[k]["value"]
                 out[f"{s}.{k}.ci_low"] = v[k].get("ci_low")
                 out[f"{s}.{k}.ci_high"] = v[k].get("ci_high")
-                out[f"{s}.n"] = v[k].get("n")
+                if "n" in v[k]:  # (a majority-class floor {label, accuracy} has none)
+                    out[f"{s}.n"] = v[k]["n"]
         for code, n in (v.get("failures") or {}).items():
             out[f"{s}.failure.{code}"] = n
         for reason, n in (v.get("finish_reasons") or {}).items():

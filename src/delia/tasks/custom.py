@@ -202,6 +202,16 @@ class Custom(Task):
     def metric_schema(self) -> list[MetricSpec]:
         return S.metric_schema(self.name)
 
+    summary_note = ("Task-valid (headline) = json: exactly the keys and allowed values; label: one label of the "
+                    "set; text: a non-empty reply. Label scores count invalid replies as wrong; majority class = "
+                    "always answering the most frequent gold label.")
+
+    def summary_columns(self) -> list[tuple[str, str]]:
+        titles = {"task_valid": "task-valid", "format_accuracy": "parses (any dict)", "label_accuracy": "label acc",
+                  "majority_class": "majority class", "macro_f1": "macro-F1", "exact": "exact", "chrf": "chrF",
+                  "bleu": "BLEU"}
+        return [(s.name, titles[s.name]) for s in self.metric_schema()]
+
     def leakage_keys(self, eval_fields: dict[str, Any]) -> list[str] | None:
         return list((eval_fields.get("custom") or {}).get("keys") or []) if self.name == "json" else []
 
