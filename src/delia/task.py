@@ -147,8 +147,8 @@ class Task:
         """{options section: {field: path}} of the instruction files an eval step reads (hashed by content)."""
         return {}
 
-    def valid_fields(self) -> dict[str, Any]:
-        """EvalConfig fields of the loss-only evaluation of the validation rows."""
+    def valid_fields(self, eval_fields: dict[str, Any]) -> dict[str, Any]:
+        """EvalConfig fields of the loss-only evaluation of the validation rows (given the experiment's `eval:`)."""
         return {}
 
 

@@ -50,3 +50,38 @@ def test_custom_options_validate():
     cfg = load_config(EvalConfig, overrides=["data=x", "out=y", "task=label", "custom.labels=[a, b]"])
     assert cfg.custom.labels == ["a", "b"] and cfg.custom.template == "{context}\n\n{instruction}"
     assert load_config(EvalConfig, overrides=["data=x", "out=y"]).custom is None  # halu hashes unchanged
+
+
+def test_custom_experiment_plans_its_eval_steps(tmp_path):
+    """A label experiment: eval steps carry `custom`, its phrasing files are hashed by content, the validation
+    evaluation reads the rows' own phrasings with the same template; halu-only methods fail at planning."""
+    import json
+
+    from delia.config import from_dict
+    from delia.experiments.config import ExperimentConfig
+    from delia.experiments.plan import expand
+
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    train.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"t{i}\n# route <sep>"},
+                                                      {"role": "assistant", "content": "bug"}]}) + "\n"
+                             for i in range(3)))
+    test.write_text(json.dumps({"input": "x", "output": "bug"}) + "\n")
+    seen = tmp_path / "seen.txt"
+    seen.write_text("route <sep>\n")
+    custom = {"template": "{context}\n# {instruction}", "seen_file": str(seen), "instructions": "seen:1"}
+    exp = from_dict(ExperimentConfig, dict(grid={"methods": ["original", "cit"], "sizes": [2], "ratios": [1.0], "seeds": [1]},
+                           data={"task": "label", "train": str(train), "test": str(test), "valid": str(train)},
+                           eval={"custom": custom}, out=str(tmp_path / "exp")))
+    steps = [s for s in expand(exp).steps if s.kind == "eval"]
+    tests = [s for s in steps if s.config["custom"].get("seen_file")]
+    valids = [s for s in steps if s not in tests]
+    assert tests and all("custom.seen_file" in s.fingerprint and "halu" not in s.config for s in tests)
+    assert all(s.config["custom"]["template"] == custom["template"] and s.config["custom"]["instructions"] == "own"
+               and "seen_file" not in s.config["custom"] for s in valids)
+    # `original` leaves the token as plain text in the task's own options
+    assert sorted(s.config["custom"].get("token_init", "random") for s in tests) == ["none", "random"]
+    seen.write_text("route it <sep>\n")  # editing a phrasing file changes the test steps' keys
+    assert {s.key for s in tests}.isdisjoint(s.key for s in expand(exp).steps)
+    exp.grid.methods = ["mean_init"]
+    with pytest.raises(ConfigError, match="special_token"):
+        expand(exp)

@@ -217,7 +217,7 @@ class Ctx:
             # Only teacher-forced scores are read from this evaluation, so it generates a single token.
             valid = merge(merge({**base, "generation": {"max_new_tokens": 1},
                                  "analysis": {"score": "on", "hidden": False}, "bootstrap": 0,
-                                 **task.valid_fields()}, self.exp.valid_eval), fields)
+                                 **task.valid_fields(self.exp.eval)}, self.exp.valid_eval), fields)
             out["valid"] = self.step("eval", valid, inputs, fingerprint={"sha256": _digest(d.valid)},
                                      volatile={"data": d.valid})
         if adapter:

@@ -54,7 +54,10 @@ def _needs(ctx: Ctx, method: str, stage: str, field: str, why: str) -> None:
 
 @method("original", help="the base model as is, untrained (<sep> stays plain text)")
 def original(ctx: Ctx) -> Steps:
-    return ctx.evaluate(None, halu={"token_init": "none"})
+    from delia.task import get_task
+
+    # the task's options section (halu for the paper's tasks: their step keys stay as they were)
+    return ctx.evaluate(None, **{get_task(ctx.exp.data.task).options_key: {"token_init": "none"}})
 
 
 @method("random_init", help="base model + <sep> with a seeded N(0, initializer_range^2) row; untrained",

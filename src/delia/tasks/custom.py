@@ -220,8 +220,11 @@ class Custom(Task):
         paths = {f: given[f] for f in ("seen_file", "unseen_file") if given.get(f)}
         return {"custom": paths} if paths else {}
 
-    def valid_fields(self) -> dict[str, Any]:
-        return {"custom": {"instructions": "own"}}
+    def valid_fields(self, eval_fields: dict[str, Any]) -> dict[str, Any]:
+        # the rows' own phrasings, read with the experiment's template, tokens and schema (not its phrasing files)
+        given = {k: v for k, v in (eval_fields.get("custom") or {}).items()
+                 if k not in ("instructions", "seen_file", "unseen_file")}
+        return {"custom": {**given, "instructions": "own"}}
 
 
 for _kind in ("json", "label", "text"):

@@ -109,7 +109,7 @@ class Halu(Task):
     def instruction_files(self, eval_fields: dict[str, Any]) -> dict[str, dict[str, str]]:
         return {"halu": halu_instruction_files(eval_fields)}
 
-    def valid_fields(self) -> dict[str, Any]:
+    def valid_fields(self, eval_fields: dict[str, Any]) -> dict[str, Any]:
         return {"halu": {"instructions": "own"}}
 
 

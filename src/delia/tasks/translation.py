@@ -78,7 +78,7 @@ class Translation(Task):
         # defaults: kept, so finished translation steps keep their keys
         return {"halu": halu_instruction_files(eval_fields)}
 
-    def valid_fields(self) -> dict[str, Any]:
+    def valid_fields(self, eval_fields: dict[str, Any]) -> dict[str, Any]:
         return {"halu": {"instructions": "own"}}  # as before (ignored by translation; part of the step hash)
 
 
