@@ -156,6 +156,12 @@ class Custom(Task):
         o, tpl = options(cfg), _template(options(cfg).template)
         schema = self.schema(cfg)
         examples = self.load_examples(cfg.data, cfg)[:cfg.limit]
+        if schema.labelled:  # a gold output outside the label set would silently count every reply wrong
+            bad = [Problem(e.where.rpartition(":")[0], int(e.where.rpartition(":")[2]),
+                           f"gold label None of {e.output[:60]!r} is not one of {schema.labels}", "output")
+                   for e in examples if S.gold_fields(schema, e.output).get("gold_label") is None]
+            if bad:
+                raise DataError(bad)
         rows: list[EvalRow] = []
         for item in parse_spec(o.instructions):
             if item.set == "own":
