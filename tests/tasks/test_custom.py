@@ -147,7 +147,7 @@ def test_cli_label_eval_with_custom_overrides(tiny_dir, files, tmp_path, monkeyp
     assert m["instructions"] == "unseen:1" and m["inferred"]["labels"][-1] == "other" and m["inferred"]["inferred"] == []
     assert m["sets"]["unseen"]["label_accuracy"]["value"] == 0.25
     # a gold output outside a configured label set is an error naming its line, not a silently wrong row
-    with pytest.raises(DataError, match=r"tickets.jsonl:4: output: gold label None of 'feature' is not one of"):
+    with pytest.raises(DataError, match=r"tickets.jsonl:4: output: gold output 'feature' is not a label of"):
         get_task("label").rows(_cfg(tiny_dir, data, tmp_path / "x", "task=label", "custom.instructions=unseen:1",
                                     f"custom.unseen_file={unseen}", "custom.labels=[billing, bug]"))
     # a phrasing set without its file is a config error naming the field

@@ -158,7 +158,7 @@ class Custom(Task):
         examples = self.load_examples(cfg.data, cfg)[:cfg.limit]
         if schema.labelled:  # a gold output outside the label set would silently count every reply wrong
             bad = [Problem(e.where.rpartition(":")[0], int(e.where.rpartition(":")[2]),
-                           f"gold label None of {e.output[:60]!r} is not one of {schema.labels}", "output")
+                           f"gold output {e.output[:60]!r} is not a label of {schema.labels}", "output")
                    for e in examples if S.gold_fields(schema, e.output).get("gold_label") is None]
             if bad:
                 raise DataError(bad)
