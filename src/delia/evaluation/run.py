@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from delia.config import ConfigError, save_config
+from delia.config import save_config
 from delia.data.jsonl import AppendLog, dumps_line
 from delia.evaluation.config import EvalConfig
 from delia.evaluation.rows import EvalRow
