@@ -21,28 +21,14 @@ from pathlib import Path
 
 import torch
 
-
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 6) -> float:
-    """Best GFLOP/s of an n x n matmul in `dtype` on this machine."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
+from common import forward_flops_per_token, matmul_peak  # benchmarks/common.py (this script's folder)
 
 
 def train_flops_per_token(config, seq_len: float) -> float:
     """LoRA training FLOPs per token: forward + the backward to the activations (frozen weights get no
     weight gradient, so 2x forward, not the 3x of full fine-tuning). Forward = 2 x (block matmul params +
     LM head) + attention scores/values 4 x layers x seq x hidden. Recomputation is not counted (MFU)."""
-    d, L, V = config.hidden_size, config.num_hidden_layers, config.vocab_size
-    kv = d * config.num_key_value_heads // config.num_attention_heads
-    block = d * d * 2 + d * kv * 2 + 3 * d * config.intermediate_size
-    forward = 2 * (L * block + V * d) + 4 * L * seq_len * d
-    return 2 * forward
+    return 2 * forward_flops_per_token(config, seq_len)
 
 
 def tokens_per_s(log_path: Path) -> tuple[float, int]:
