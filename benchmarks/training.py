@@ -75,7 +75,8 @@ def delia_run(data: Path, out: Path, model_name: str, steps: int, rows_per_step:
     from delia.training import TrainConfig, run_train
 
     cfg = TrainConfig(data=str(data), out=str(out), model=model_name, max_steps=steps, batch_size=rows_per_step,
-                      max_length=max_length, report_to=["none"], precision=precision, save_steps=10_000)
+                      max_length=max_length, report_to=["none"], precision=precision, save_steps=10_000,
+                      threads=torch.get_num_threads())  # the same threads as the plain run
     run_train(cfg)
     return out / "train_log.json", json.loads((out / "delia_run.json").read_text())
 
