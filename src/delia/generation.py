@@ -9,9 +9,8 @@ until the last one stops, so one long answer makes the whole batch pay for its l
 row leaves the batch (and the KV cache) soon after, and when half the batch has finished the next prompts
 are prefilled and merged into it (continuous batching, as vLLM does), so the batch stays full. The parts:
 `delia.prefill` (prompt passes of similar length, a shared prompt start run once), `delia.kvcache` (a cache
-that grows in place; joins and trims), `delia.next_token` (top-p on the 128 most likely tokens) and
-`delia.attention` (a faster one-token attention for sampling in bf16 on CPU). Greedy decoding gives the same tokens as
-`model.generate` (tested, fp32 and bf16). docs/sampling.md says what each one saved when profiled.
+that grows in place; joins and trims), `delia.next_token` (top-p on the 128 most likely tokens). Greedy
+decoding gives the same tokens as `model.generate` (tested, fp32 and bf16). docs/sampling.md says what each one saved when profiled.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 # the parts (under the private names that tests and `delia.methods.ctg` use)
-from delia.attention import decode_attention
 from delia.kvcache import growing as _growing  # noqa: F401
 from delia.kvcache import merge as _merge
 from delia.kvcache import mergeable as _mergeable
@@ -153,7 +151,7 @@ def generate(model, tokenizer, prompts: Sequence[Prompt], params: GenParams, bat
     rows: list[int | None] = []  # batch row -> input index (None: finished, still in the cache)
     cache = mask = last_pos = logits = None
     try:
-        with torch.inference_mode(), decode_attention(model, enabled=params.temperature > 0):
+        with torch.inference_mode():
             prefix = _shared_prefix(model, enc)
             while pending or rows:
                 # refill: when half the batch is done (or, for caches we cannot merge, all of it)

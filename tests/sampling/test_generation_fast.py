@@ -1,4 +1,4 @@
-"""The fast paths of delia.generation keep its output: lazy row removal, fused top-p, bf16 sampling attention."""
+"""The fast paths of delia.generation keep its output: lazy row removal and fused top-p, in fp32 and bf16."""
 
 from __future__ import annotations
 
@@ -52,41 +52,6 @@ def test_finished_rows_leave_the_batch_lazily_and_change_nothing(chatty, monkeyp
     assert compactions and all(n >= 2 for n in compactions)  # never one copy of the cache per finished row
     for p, g in zip(PROMPTS, gens):
         assert g.text == _reference(model, tok, p, g.n_new_tokens)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_decode_attention_equals_sdpa(dtype):
-    from types import SimpleNamespace
-
-    from delia.attention import _decode_attention
-
-    g = torch.Generator().manual_seed(0)
-    q = torch.randn(5, 9, 1, 64, generator=g).to(dtype)
-    k, v = (torch.randn(5, 3, 40, 64, generator=g).to(dtype) for _ in range(2))
-    mask = torch.ones(5, 1, 1, 40, dtype=torch.bool)
-    mask[1, ..., :17] = False  # left padding of a shorter row
-    mask[3, ..., :39] = False
-    out, _ = _decode_attention(SimpleNamespace(num_key_value_groups=3), q, k, v, mask, scaling=64 ** -0.5)
-    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-    tol = 1e-5 if dtype == torch.float32 else 2e-2
-    assert out.shape == (5, 1, 9, 64)
-    torch.testing.assert_close(out.float(), want.transpose(1, 2).float(), atol=tol, rtol=tol)
-    assert torch.allclose(out[3].float(), v[3, :, 39].repeat_interleave(3, 0).float(), atol=tol)
-
-
-def test_decode_attention_is_used_for_bf16_sampling_only_and_restored(tiny_chatty_dir, monkeypatch):
-    import delia.attention as A
-    from delia.models import load
-
-    calls = []
-    real = A._decode_attention
-    monkeypatch.setattr(A, "_decode_attention", lambda m, q, *a, **k: calls.append(q.shape[2]) or real(m, q, *a, **k))
-    for dtype, temperature, used in [("fp32", 0.7, False), ("bf16", 0.0, False), ("bf16", 0.7, True)]:
-        model, tok = load(tiny_chatty_dir, dtype=dtype)
-        calls.clear()
-        generate(model, tok, PROMPTS[:3], GenParams(max_new_tokens=4, temperature=temperature), batch_size=3)
-        assert bool(calls) == used and (not used or 1 in calls)
-        assert model.config._attn_implementation == "sdpa"  # restored after the call
 
 
 def test_fused_top_p_matches_the_softmax_nucleus():
