@@ -146,7 +146,8 @@ def main() -> None:
     prompt_flops = n_prompt * (block_flops(cfg) + 4 * cfg.num_hidden_layers * mean_ctx / 2 * cfg.hidden_size)
     print(f"model {args.model} ({str(dtype).removeprefix('torch.')}), {len(prompts)} queries ({n_prompt} prompt "
           f"tokens), max_new_tokens {args.max_new_tokens}, batch {args.batch_size}, T=0.7 top-p 0.95, torch threads "
-          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}, {platform.processor() or platform.machine()}")
+          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}, "
+          f"{platform.processor() or platform.machine()}")
     print(f"matmul peak ({str(dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads): {peak:.0f} GFLOP/s")
     print(f"{'engine':<52} {'new tok':>8} {'seconds':>8} {'tok/s':>8} {'%peak new':>9} {'%peak all':>9}")
     for r in rows:

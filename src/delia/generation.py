@@ -10,7 +10,8 @@ row leaves the batch (and the KV cache) soon after, and when half the batch has 
 are prefilled and merged into it (continuous batching, as vLLM does), so the batch stays full. The parts:
 `delia.prefill` (prompt passes of similar length, a shared prompt start run once), `delia.kvcache` (a cache
 that grows in place; joins and trims), `delia.next_token` (top-p on the 128 most likely tokens). Greedy
-decoding gives the same tokens as `model.generate` (tested, fp32 and bf16). docs/sampling.md says what each one saved when profiled.
+decoding gives the same tokens as `model.generate` (tested, fp32 and bf16). docs/sampling.md says what each
+one saved when profiled.
 """
 
 from __future__ import annotations
