@@ -2,11 +2,13 @@
 
 Both train LoRA r=16 on q/k/v/o of the embedded SmolLM2-135M on the same rows of the halu task (the paper's
 downstream data), the same rows per optimizer step and the same number of steps. The plain run keeps TRL's
-defaults (float32 here since the default bf16 needs bf16 hardware, gradient checkpointing on, random padded
-batches of 8); delia runs its own path (its token-row training included). Throughput is non-pad tokens per
-second over the steps after the first. MFU is reported against a fp32 and a bf16 matmul peak measured here.
+defaults for the hardware (bf16 where the CPU has it natively, else float32; gradient checkpointing on; random
+padded batches of 8); delia runs its own path (its token-row training included). Both use the same torch
+threads (default 1). Throughput is non-pad tokens per second over the steps after the first. MFU is reported
+against fp32 and bf16 matmul peaks measured here (benchmarks/common.py) and against the machine's best dtype.
 
-    flock /tmp/delia-bench.lock python benchmarks/training.py [--rows 24 --steps 3 --rows-per-step 8]
+    flock /tmp/delia-cpu.lock python benchmarks/training.py --quick        # < 3 min
+    flock /tmp/delia-cpu.lock python benchmarks/training.py [--rows 24 --steps 3 --rows-per-step 8]
 """
 
 from __future__ import annotations
@@ -21,28 +23,14 @@ from pathlib import Path
 
 import torch
 
-
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 6) -> float:
-    """Best GFLOP/s of an n x n matmul in `dtype` on this machine."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
+from common import forward_flops_per_token, matmul_peak  # benchmarks/common.py (this script's folder)
 
 
 def train_flops_per_token(config, seq_len: float) -> float:
     """LoRA training FLOPs per token: forward + the backward to the activations (frozen weights get no
     weight gradient, so 2x forward, not the 3x of full fine-tuning). Forward = 2 x (block matmul params +
     LM head) + attention scores/values 4 x layers x seq x hidden. Recomputation is not counted (MFU)."""
-    d, L, V = config.hidden_size, config.num_hidden_layers, config.vocab_size
-    kv = d * config.num_key_value_heads // config.num_attention_heads
-    block = d * d * 2 + d * kv * 2 + 3 * d * config.intermediate_size
-    forward = 2 * (L * block + V * d) + 4 * L * seq_len * d
-    return 2 * forward
+    return 2 * forward_flops_per_token(config, seq_len)
 
 
 def tokens_per_s(log_path: Path) -> tuple[float, int]:
@@ -53,7 +41,8 @@ def tokens_per_s(log_path: Path) -> tuple[float, int]:
 
 
 def plain_run(data: Path, out: Path, model_name: str, steps: int, rows_per_step: int, max_length: int) -> Path:
-    """TRL SFTTrainer with its defaults, except float32 (default bf16 needs bf16 hardware) and logging."""
+    """TRL SFTTrainer with its defaults for this hardware: bf16 (TRL's default) where the CPU has it natively,
+    else float32 (emulated bf16 is several times slower); gradient checkpointing on (TRL's default)."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -63,9 +52,12 @@ def plain_run(data: Path, out: Path, model_name: str, steps: int, rows_per_step:
 
     rows = [json.loads(line) for line in data.read_text().splitlines()]
     ds = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])
+    from delia.models import cpu_supports_bf16
+
     tok, model = load_tokenizer(model_name), load_model(model_name, dtype="fp32")
-    args = SFTConfig(output_dir=str(out), max_steps=steps, bf16=False, use_cpu=True, logging_steps=1,
-                     per_device_train_batch_size=8, gradient_accumulation_steps=rows_per_step // 8,
+    args = SFTConfig(output_dir=str(out), max_steps=steps, bf16=cpu_supports_bf16(), use_cpu=True, logging_steps=1,
+                     per_device_train_batch_size=min(8, rows_per_step),
+                     gradient_accumulation_steps=max(1, rows_per_step // 8),
                      max_length=max_length, report_to=[], save_strategy="no")
     log = out / "plain_log.json"
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
@@ -83,7 +75,8 @@ def delia_run(data: Path, out: Path, model_name: str, steps: int, rows_per_step:
     from delia.training import TrainConfig, run_train
 
     cfg = TrainConfig(data=str(data), out=str(out), model=model_name, max_steps=steps, batch_size=rows_per_step,
-                      max_length=max_length, report_to=["none"], precision=precision, save_steps=10_000)
+                      max_length=max_length, report_to=["none"], precision=precision, save_steps=10_000,
+                      threads=torch.get_num_threads())  # the same threads as the plain run
     run_train(cfg)
     return out / "train_log.json", json.loads((out / "delia_run.json").read_text())
 
@@ -123,8 +116,15 @@ def main() -> None:
     ap.add_argument("--rows-per-step", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for both runs (0: torch's default)")
+    ap.add_argument("--quick", action="store_true", help="16 rows, 3 steps of 4 rows, no fp32/bf16 step timing "
+                                                         "(< 3 min on 2 cores)")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     a = ap.parse_args()
+    if a.quick:
+        a.rows, a.steps, a.rows_per_step = 16, 3, 4
+    if a.threads:
+        torch.set_num_threads(a.threads)
     ensure_local(a.model)  # convert the GGUF once, outside the timings
 
     work = Path(tempfile.mkdtemp(prefix="delia-bench-train-"))
@@ -133,13 +133,16 @@ def main() -> None:
     data.write_text("".join(halu.read_text().splitlines(keepends=True)[:a.rows]))
     load_before = os.getloadavg()[0]
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    best_peak = peak16 if cpu_supports_bf16() else peak32  # the machine's best dtype
 
     plain_log = plain_run(data, work / "plain", a.model, a.steps, a.rows_per_step, a.max_length)
     delia_log, meta = delia_run(data, work / "delia", a.model, a.steps, a.rows_per_step, a.max_length)
     plain_tps, plain_tokens = tokens_per_s(plain_log)
     delia_tps, delia_tokens = tokens_per_s(delia_log)
-    t32 = step_time(a.model, data, a.max_length, bf16=False)
-    t16 = step_time(a.model, data, a.max_length, bf16=True)
+    t32 = t16 = float("nan")
+    if not a.quick:
+        t32 = step_time(a.model, data, a.max_length, bf16=False)
+        t16 = step_time(a.model, data, a.max_length, bf16=True)
 
     from transformers import AutoConfig
 
@@ -163,6 +166,8 @@ def main() -> None:
         "delia_mfu_vs_fp32_peak": round(delia_tps * fpt / 1e9 / peak32, 3),
         "delia_mfu_vs_bf16_peak": round(delia_tps * fpt / 1e9 / peak16, 3),
         "plain_mfu_vs_fp32_peak": round(plain_tps * fpt / 1e9 / peak32, 3),
+        "plain_mfu_vs_best_peak": round(plain_tps * fpt / 1e9 / best_peak, 3),
+        "delia_mfu_vs_best_peak": round(delia_tps * fpt / 1e9 / best_peak, 3), "threads": torch.get_num_threads(),
         "load_avg_before": round(load_before, 2), "load_avg_after": round(os.getloadavg()[0], 2),
         "step_s_fp32": round(t32, 2), "step_s_bf16_autocast": round(t16, 2), "bf16_speedup": round(t32 / t16, 2),
     }
@@ -171,8 +176,9 @@ def main() -> None:
     print(f"{'padding fraction':28}{plain_pad:12.3f}{meta['batch']['expected_padding_fraction']:12.3f}")
     print(f"{'MFU vs fp32 peak':28}{res['plain_mfu_vs_fp32_peak']:12.1%}{res['delia_mfu_vs_fp32_peak']:12.1%}"
           f"   (peak {peak32:.0f} GFLOP/s)")
-    print(f"{'MFU vs bf16 peak':28}{'':12}{res['delia_mfu_vs_bf16_peak']:12.1%}   (peak {peak16:.0f} GFLOP/s, "
-          f"native bf16: {cpu_supports_bf16()})")
+    print(f"{'MFU vs bf16 peak':28}{plain_tps * fpt / 1e9 / peak16:12.1%}{res['delia_mfu_vs_bf16_peak']:12.1%}"
+          f"   (peak {peak16:.0f} GFLOP/s, native bf16: {cpu_supports_bf16()}; plain TRL bf16: {cpu_supports_bf16()})")
+    print(f"torch threads {torch.get_num_threads()}; best-dtype peak {best_peak:.0f} GFLOP/s")
     print(f"LoRA step on 4 rows: fp32 {t32:.2f}s, bf16 autocast {t16:.2f}s ({t32 / t16:.2f}x); "
           f"delia chose {meta['precision']}")
     print(f"1-min load average: {load_before:.1f} before, {res['load_avg_after']:.1f} after (2 cores; >2 = contended)")

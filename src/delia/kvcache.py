@@ -1,6 +1,12 @@
-"""A KV-cache layer for the decode loop in `delia.generation` that grows in place instead of copying."""
+"""KV-cache plumbing for the decode loop in `delia.generation`: a layer that grows in place instead of copying,
+and the joins, row selections and trims that continuous batching does on the cache."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def growing_layer_class():
@@ -65,3 +71,62 @@ def growing_layer_class():
                 self._kbuf, self._vbuf = self._kbuf[indices], self._vbuf[indices]
 
     return GrowingLayer
+
+
+_GROWING = None
+
+
+def growing(cache):
+    """Swap the plain DynamicLayers of a fresh DynamicCache for in-place growing ones (others are kept)."""
+    global _GROWING
+    from transformers.cache_utils import DynamicLayer
+
+    _GROWING = _GROWING or growing_layer_class()
+    cache.layers = [_GROWING() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
+def mergeable(cache) -> bool:
+    """Whether every layer is a plain full-attention layer whose rows can be joined, selected and trimmed."""
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer or type(layer) is _GROWING for layer in cache.layers)
+
+
+def pad_left(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    if n == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = n
+    import torch
+
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+def merge(cache, mask: torch.Tensor, cache_b, mask_b: torch.Tensor) -> torch.Tensor:
+    """Append the rows of (cache_b, mask_b) to (cache, mask), left-padding the shorter side; returns the mask."""
+    return merge_all([cache, cache_b], [mask, mask_b])
+
+
+def merge_all(caches: list, masks: list[torch.Tensor]) -> torch.Tensor:
+    """Stack the rows of all caches into the first one (one copy per layer), left-padding each to the widest;
+    returns the joined mask."""
+    import torch
+
+    width = max(m.shape[1] for m in masks)
+    for layers in zip(*(c.layers for c in caches)):
+        keys = [pad_left(layer.keys, width - m.shape[1], 2) for layer, m in zip(layers, masks)]
+        values = [pad_left(layer.values, width - m.shape[1], 2) for layer, m in zip(layers, masks)]
+        layers[0].keys, layers[0].values = torch.cat(keys, dim=0), torch.cat(values, dim=0)
+    return torch.cat([pad_left(m, width - m.shape[1], 1) for m in masks], dim=0)
+
+
+def trim(cache, mask: torch.Tensor) -> torch.Tensor:
+    """Drop leading columns that are padding for every row left (after long rows have finished)."""
+    used = (mask.sum(0) > 0).nonzero()
+    c = int(used[0]) if len(used) else 0
+    if c > 0:
+        for layer in cache.layers:
+            layer.keys, layer.values = layer.keys[:, :, c:], layer.values[:, :, c:]
+        mask = mask[:, c:]
+    return mask

@@ -66,7 +66,7 @@ def test_sampling_is_seeded_and_on_batch_reports_every_row(tiny):
 
 
 def test_top_p_keeps_only_the_nucleus():
-    from delia.generation import _next_tokens
+    from delia.next_token import next_tokens as _next_tokens
 
     logits = torch.log(torch.tensor([[0.6, 0.3, 0.05, 0.05]])).repeat(200, 1)
     g = torch.Generator().manual_seed(0)
@@ -96,17 +96,17 @@ def test_rows_joining_a_running_batch_match_per_row_greedy(tiny, monkeypatch):
 
 
 def test_top_p_candidates_fall_back_to_a_full_sort_when_the_nucleus_is_wide(monkeypatch):
-    import delia.generation as G
+    import delia.next_token as G
 
-    monkeypatch.setattr(G, "_TOP_P_CANDIDATES", 4)
+    monkeypatch.setattr(G, "TOP_P_CANDIDATES", 4)
     peaked = torch.log(torch.tensor([0.5, 0.3, 0.15] + [0.05 / 47] * 47))  # nucleus {0, 1, 2} at top_p 0.9
     flat = torch.zeros(50)  # uniform: the nucleus at top_p 0.9 is 45 tokens, far past 4 candidates
     logits = torch.stack([peaked, flat] * 1500)
-    toks = G._next_tokens(logits, GenParams(temperature=1.0, top_p=0.9), torch.Generator().manual_seed(0))
+    toks = G.next_tokens(logits, GenParams(temperature=1.0, top_p=0.9), torch.Generator().manual_seed(0))
     assert set(toks[0::2].tolist()) == {0, 1, 2}
     assert len(set(toks[1::2].tolist())) == 45
     # every row inside the candidates: the same nucleus without any sort of the vocabulary
-    toks = G._next_tokens(torch.stack([peaked] * 1000), GenParams(temperature=1.0, top_p=0.9),
+    toks = G.next_tokens(torch.stack([peaked] * 1000), GenParams(temperature=1.0, top_p=0.9),
                           torch.Generator().manual_seed(0))
     assert set(toks.tolist()) == {0, 1, 2}
 
@@ -115,9 +115,9 @@ def test_growing_cache_layer_equals_concatenation():
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
-    import delia.generation as G
+    import delia.kvcache as G
 
-    grow, ref = G._growing_layer_class()(), DynamicLayer()
+    grow, ref = G.growing_layer_class()(), DynamicLayer()
     g = torch.Generator().manual_seed(0)
     for add in [7] + [1] * 120 + [3]:  # a prefill, many decode steps (the buffer grows twice), a chunk
         k, v = torch.randn(4, 2, add, 8, generator=g), torch.randn(4, 2, add, 8, generator=g)
@@ -132,33 +132,33 @@ def test_growing_cache_layer_equals_concatenation():
     assert torch.equal(out[0], want[0]) and torch.equal(out[1], want[1])
     from transformers import LlamaConfig
 
-    cache = G._growing(DynamicCache(config=LlamaConfig(num_hidden_layers=3)))
-    assert [type(layer) for layer in cache.layers] == [G._GROWING] * 3 and G._mergeable(cache)
+    cache = G.growing(DynamicCache(config=LlamaConfig(num_hidden_layers=3)))
+    assert [type(layer) for layer in cache.layers] == [G._GROWING] * 3 and G.mergeable(cache)
 
 
 def test_prefill_groups_bound_padding_and_keep_row_order(monkeypatch):
-    import delia.generation as G
+    import delia.prefill as G
 
     lengths = [376, 315, 234, 224, 214, 206, 194, 194, 179, 179] + [120] * 40
-    groups = G._prefill_groups(lengths)
+    groups = G.prefill_groups(lengths)
     assert [i for g in groups for i in g] == list(range(len(lengths)))
     for g in groups:
         padded = max(lengths[i] for i in g) * len(g)
-        assert len(g) == 1 or (padded <= G._PREFILL_TOKENS
-                               and padded - sum(lengths[i] for i in g) <= G._PREFILL_WASTE * padded)
+        assert len(g) == 1 or (padded <= G.PREFILL_TOKENS
+                               and padded - sum(lengths[i] for i in g) <= G.PREFILL_WASTE * padded)
     assert len(groups) < len(lengths) / 3  # similar lengths share a pass
 
 
 def test_grouped_prefill_matches_one_pass(tiny, monkeypatch):
-    import delia.generation as G
+    import delia.prefill as G
 
     model, tok = tiny
     prompts = PROMPTS + ["the cat sat on the mat and looked at the dog for a long while", "numbers: 1 2 3"]
     one = generate(model, tok, prompts, GenParams(max_new_tokens=10), batch_size=8)
     passes = []
-    real = G._prefill_pass
-    monkeypatch.setattr(G, "_PREFILL_WASTE", 0.0)  # every distinct length gets its own pass
-    monkeypatch.setattr(G, "_prefill_pass", lambda m, rows, *a: passes.append(len(rows)) or real(m, rows, *a))
+    real = G.prefill_pass
+    monkeypatch.setattr(G, "PREFILL_WASTE", 0.0)  # every distinct length gets its own pass
+    monkeypatch.setattr(G, "prefill_pass", lambda m, rows, *a: passes.append(len(rows)) or real(m, rows, *a))
     grouped = generate(model, tok, prompts, GenParams(max_new_tokens=10), batch_size=8)
     assert len(passes) > 1 and sum(passes) == len(prompts)
     assert [g.text for g in grouped] == [g.text for g in one] == [_reference(model, tok, p, 10) for p in prompts]

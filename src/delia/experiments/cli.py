@@ -45,6 +45,8 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Argument(..., help="Experiment YAML (configs/demo.yaml, configs/cpu_halu.yaml, ...)."),
         overrides: list[str] = typer.Argument(None, help="key.sub=value overrides, e.g. grid.seeds=[1,2]."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan with estimated cost; run nothing."),
+        calibrate: bool = typer.Option(False, "--calibrate", help="First measure this machine's cost model (about "
+                                                                  "a minute, cached per CPU, dtype and torch)."),
         report: bool = typer.Option(True, "--report/--no-report", help="Write DIR/report.md at the end."),
         only: str = typer.Option(None, "--only", help="Run only steps of these kinds (comma-separated: sample, "
                                                       "subset, slice, build, transform, train, eval, "
@@ -75,11 +77,18 @@ def register(app: typer.Typer) -> None:
             if kinds - set(SPECS):
                 raise typer.BadParameter(f"unknown step kinds {sorted(kinds - set(SPECS))}; known: {sorted(SPECS)}")
             plan = Plan(plan.exp, plan.runs, [s for s in plan.steps if s.kind in kinds])
+        from delia.experiments import calibrate as cal
+
+        if calibrate:
+            console.print(f"calibration written to {cal.calibrate()}")
         est = estimate(plan)
         out = Console()
         out.print(plan_table(plan, est))
+        source = cal.calibrated(exp.cost)[1]
         out.print(f"{len(plan.runs)} runs, {len(plan.steps)} distinct steps ({est.n_todo} to do); estimated "
-                  f"{_hms(est.total)} with the `cost:` model (seconds per row; see docs/experiments.md)")
+                  f"{_hms(est.total)} with the `cost:` model (seconds per row; "
+                  + (f"calibrated on this machine: {source}" if source else "shipped defaults; `--calibrate` "
+                     "measures this machine") + "; see docs/experiments.md)")
         if dry_run:
             return
         t0 = time.perf_counter()

@@ -94,7 +94,9 @@ class Estimate:
 
 def estimate(plan: Plan) -> Estimate:
     """Estimated seconds for every step (0 for the cheap data steps) and whether it is already done."""
-    c, root = plan.exp.cost, Path(plan.exp.out_dir)
+    from delia.experiments.calibrate import calibrated
+
+    c, root = calibrated(plan.exp.cost)[0], Path(plan.exp.out_dir)  # this machine's calibration, if cached
     per, done = {}, {}
     for s in plan.steps:
         done[s.key] = step_done(s, root)

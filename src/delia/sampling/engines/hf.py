@@ -1,7 +1,7 @@
 """`transformers` engine: the local model through `delia.generation.generate` (CPU or GPU).
 
-Batches are length-sorted and finished rows leave the batch at once (see `delia.generation`). dtype 'auto'
-picks bf16 only where the hardware computes it natively (GPU, AVX-512 BF16 / AMX CPUs), else fp32.
+Batches are length-sorted, finished rows leave the batch and new prompts join it (see `delia.generation`).
+dtype 'auto' picks bf16 only where the hardware computes it natively (GPU, AVX-512 BF16 / AMX CPUs), else fp32.
 """
 
 from __future__ import annotations
