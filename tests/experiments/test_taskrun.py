@@ -98,3 +98,18 @@ def test_llm_paraphrases_are_reused_on_a_rerun(tmp_path):
     # a changed paraphrase setting asks again
     compile_task(load_task("builtin:langid", [*over, "paraphrase.seed=1"]), complete=fake)
     assert calls == [1, 1]
+
+
+def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    from ..clirun import run_cli
+
+    ex = tmp_path / "ex.jsonl"
+    ex.write_text('{"input": "a", "output": "x"}\n{"input": "b", "output": ""}\n')
+    (tmp_path / "t.yaml").write_text(f"name: t\nexamples: ex.jsonl\ninstruction: Do it.\nformat: As x.\n"
+                                     f"out: {tmp_path / 'run'}\n")
+    code, out = run_cli(["run", str(tmp_path / "t.yaml")])
+    assert code == 2 and f"{ex}:2: output: expected a non-empty string" in out and "Traceback" not in out
+    assert not (tmp_path / "run").exists()
+    ex.write_text('{"input": "a", "output": "x"}\n{"input": "b", "output": "y"}\n')
+    code, out = run_cli(["run", str(tmp_path / "t.yaml"), "holdout.rows=5"])
+    assert code == 2 and "holdout.rows: 5 of 2 leaves none to train on" in " ".join(out.split())

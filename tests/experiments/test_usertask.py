@@ -112,9 +112,9 @@ def test_row_split_is_seeded_disjoint_and_stratified():
 
 def test_holdout_counts():
     assert count(0.3, 120, "rows") == 36 and count(80, 120, "rows") == 80 and count(0.25, 16, "phrasings") == 4
-    with pytest.raises(ConfigError, match="holdout.rows: 0.01 of 10 leaves 0 held out"):
+    with pytest.raises(ConfigError, match="holdout.rows: 0.01 of 10 holds out none"):
         count(0.01, 10, "rows")
-    with pytest.raises(ConfigError, match="holdout.phrasings: 16 of 16"):
+    with pytest.raises(ConfigError, match="holdout.phrasings: 16 of 16 leaves none to train on"):
         count(16, 16, "phrasings")
 
 

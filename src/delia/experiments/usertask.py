@@ -316,8 +316,8 @@ def count(spec: float, n: int, what: str) -> int:
     """How many of `n` items `spec` holds out (a fraction, rounded, or a count); at least 1 and at most n - 1."""
     k = round(spec * n) if spec < 1 else int(spec)
     if not 1 <= k <= n - 1:
-        raise ConfigError(f"holdout.{what}: {spec} of {n} leaves {k} held out and {n - k} for training; "
-                          f"both need at least 1")
+        side = "holds out none" if k < 1 else "leaves none to train on"
+        raise ConfigError(f"holdout.{what}: {spec:g} of {n} {side}; both sides need at least 1")
     return k
 
 
