@@ -280,7 +280,9 @@ def infer(task: UserTask, rows: list[Example]) -> dict[str, Any]:
         values = task.values
         if values is None:
             seen = {k: Counter(str(o[k]) for o in objects if isinstance(o.get(k), (str, int, float, bool))) for k in keys}
-            values = {k: sorted(c) for k, c in seen.items() if sum(c.values()) == len(objects) and len(c) <= MAX_VALUES}
+            # a free-text key also has few distinct values on few rows: only repeated values make a set
+            values = {k: sorted(c) for k, c in seen.items()
+                      if sum(c.values()) == len(objects) and len(c) <= MAX_VALUES and len(c) < len(objects)}
         label_key = task.label_key or (next(iter(values)) if len(values) == 1 else None)
         if label_key is not None and label_key not in values:
             raise ConfigError(f"label_key {label_key!r} has no allowed-value set; give `values` for it")
