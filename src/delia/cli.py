@@ -48,16 +48,17 @@ def data_validate(
     file: Path = typer.Argument(..., help="JSONL (or JSON array) file of examples."),
     fmt: str = typer.Option("auto", "--format", help="Format name (see `delia ls formats`), or auto."),
     use: str = typer.Option(None, "--for", help="Also require what one command needs: train, build, cache, "
-                                                "sample, eval-halu, eval-translation."),
+                                                "sample, eval-halu, eval-translation, eval-json, eval-label, "
+                                                "eval-text."),
 ) -> None:
     """Check every row; print `FILE:LINE: field: reason` per problem and exit 2 when any. Without --for, also
     say which commands would accept the file (each check is the command's own input function)."""
     from delia.data import validate_file
-    from delia.inputs import USES, check_use
+    from delia.inputs import OWN_READER, USES, check_use
 
     if use is not None and use not in USES:
         raise typer.BadParameter(f"{use!r} is not one of {', '.join(USES)}", param_hint="--for")
-    problems = validate_file(file, fmt)
+    problems = validate_file(file, fmt) if use not in OWN_READER else []
     if not problems and use:
         problems = check_use(file, use)
     for p in problems:

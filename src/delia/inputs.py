@@ -43,9 +43,9 @@ def _cache(path: str) -> None:
 
 def _eval(task: str) -> Callable[[str], None]:
     def check(path: str) -> None:
-        from delia.evaluation.run import load_examples
+        from delia.task import get_task
 
-        load_examples(path, task)
+        get_task(task).load_examples(path)
     return check
 
 
@@ -56,7 +56,15 @@ USES: dict[str, tuple[str, Callable[[str], None]]] = {
     "sample": ("queries (`delia sample --queries`)", _sample),
     "eval-halu": ("halu examples (`delia eval --data`)", _eval("halu")),
     "eval-translation": ("translation examples (`delia eval --task translation --data`)", _eval("translation")),
+    **{f"eval-{t}": (f"{t} task examples: {{input, output}}, chat or prompt/completion rows whose user turn is "
+                     f"custom.template's default (`delia eval --task {t} --data`)", _eval(t))
+       for t in ("json", "label", "text")},
 }
+
+
+# uses whose reader also accepts rows of no registered format ({"input", "output"} examples of a custom task):
+# the generic format check does not apply to them, their own reader reports every row
+OWN_READER = {f"eval-{t}" for t in ("json", "label", "text")}
 
 
 def check_use(path: str | Path, use: str) -> list[Problem]:

@@ -85,7 +85,7 @@ def test_budget_from_eval_gold_then_training_rows_and_config_wins(tmp_path):
     tok = CharTokenizer()
     # gold replies of the evaluated rows, one per example (phrasings repeat them)
     rows = [Row("a", "x" * 300), Row("a", "x" * 300), Row("b", "x" * 100)]
-    got = B.resolve(None, tok, rows, "halu", None)
+    got = B.resolve(None, tok, rows, None)
     assert got["source"] == "data" and got["n_gold"] == 2 and got["gold_from"].startswith("gold replies")
     assert got["p99_gold_tokens"] == pytest.approx(100 + 0.99 * 200) and got["max_new_tokens"] == 596
     # no gold in the rows: the training file's downstream assistant turns (diverse rows are left out)
@@ -98,8 +98,8 @@ def test_budget_from_eval_gold_then_training_rows_and_config_wins(tmp_path):
     train.write_text("\n".join([chat("ctx\n\n\nReply in <sep>.", "y" * 180),
                                 chat("ctx\n\n\nReply in <sep>.", "y" * 120),
                                 chat("tell me a story", "z" * 5000, source="diverse")]) + "\n")
-    got = B.resolve(None, tok, [Row("a", None)], "halu", str(train))
+    got = B.resolve(None, tok, [Row("a", None)], str(train))
     assert got["n_gold"] == 2 and got["max_gold_tokens"] == 180 and got["gold_from"] == f"assistant turns of {train}"
     assert got["max_new_tokens"] == math.ceil(2 * (120 + 0.99 * 60))
-    assert B.resolve(None, tok, [Row("a", None)], "halu", str(tmp_path / "missing.jsonl"))["max_new_tokens"] == 256
-    assert B.resolve(32, tok, rows, "halu", str(train)) == {"max_new_tokens": 32, "source": "config"}
+    assert B.resolve(None, tok, [Row("a", None)], str(tmp_path / "missing.jsonl"))["max_new_tokens"] == 256
+    assert B.resolve(32, tok, rows, str(train)) == {"max_new_tokens": 32, "source": "config"}

@@ -78,7 +78,7 @@ def test_fact_based_adds_the_qa_rows_to_the_cit_data(make_exp):
 
 
 def test_methods_missing_a_stage_hook_or_the_task_fail_at_planning_with_the_reason(make_exp):
-    with pytest.raises(ConfigError, match="translation task only"):
+    with pytest.raises(ConfigError, match="dictionary_hints.*data.task .halu. has none"):
         expand(make_exp(["dipmt"]))
     with pytest.raises(ConfigError, match="per-method|not in grid.methods"):
         expand(make_exp(["cit"], methods={"delia": {}}))
@@ -102,7 +102,7 @@ def test_translation_rows_become_chat_rows_before_the_builder(make_exp, shared_d
     test = only(plan, "original").steps["test"]
     assert test.inputs["examples"].run_config == {"path": wmt, "n": 20, "start": 500}
     assert "path" not in test.inputs["examples"].resolved  # named by content, not path
-    with pytest.raises(ConfigError, match="halu task only"):
+    with pytest.raises(ConfigError, match="mean_init.*special_token.*data.task .translation. has none"):
         expand(make_exp(["mean_init"], data={"task": "translation", "train": wmt, "test": wmt, "valid": None}))
 
 

@@ -2,8 +2,8 @@
 
 Rule: max(256, ceil(2 x p99)) where p99 is the 99th percentile (numpy's linear interpolation) of the gold
 replies' token lengths under the model's tokenizer. Gold replies are those of the evaluated rows (chat rows,
-translation references), else the assistant turns of the task's training rows (halu: `halu.seen_file`'s
-downstream rows). An explicit `generation.max_new_tokens` always wins.
+translation references), else the assistant turns of the task's training rows (`Task.gold_fallback`; halu:
+`halu.seen_file`'s downstream rows). An explicit `generation.max_new_tokens` always wins.
 """
 
 from __future__ import annotations
@@ -38,18 +38,18 @@ def training_replies(path: str | Path) -> list[str]:
     return out
 
 
-def gold_replies(rows: list[Any], task: str, seen_file: str | None) -> tuple[list[str], str]:
+def gold_replies(rows: list[Any], fallback: str | None) -> tuple[list[str], str]:
     """(replies, where they came from): one per evaluated example when rows carry gold, else training replies."""
     by_example = {r.example_id: r.gold for r in rows if r.gold}
     if by_example:
         return list(by_example.values()), "gold replies of the evaluated examples"
-    if task == "halu" and seen_file:
+    if fallback:
         try:  # read_records resolves the path (a missing file is not an error here: the floor applies)
-            replies = training_replies(seen_file)
+            replies = training_replies(fallback)
         except (FileNotFoundError, ConfigError):
             replies = []
         if replies:
-            return replies, f"assistant turns of {seen_file}"
+            return replies, f"assistant turns of {fallback}"
     return [], "none found"
 
 
@@ -62,18 +62,19 @@ def choose(lengths: list[int], floor: int = FLOOR, factor: float = FACTOR) -> di
             "p99_gold_tokens": p99, "max_gold_tokens": int(max(lengths))}
 
 
-def resolve(configured: int | None, tok, rows: list[Any], task: str, seen_file: str | None) -> dict[str, Any]:
+def resolve(configured: int | None, tok, rows: list[Any], fallback: str | None) -> dict[str, Any]:
     """The budget to generate with, recorded in metrics.json["budget"].
 
     Args:
         configured: `generation.max_new_tokens` (None = from the data).
         tok: the model's tokenizer (lengths are counted in its tokens).
         rows: the evaluation rows (`example_id`, `gold`).
-        task: the task name; seen_file: halu's training file (the fallback source of gold replies).
+        fallback: the task's training file whose replies are used when the rows carry no gold
+            (`Task.gold_fallback`).
     """
     if configured is not None:
         return {"max_new_tokens": configured, "source": "config"}
-    replies, where = gold_replies(rows, task, seen_file)
+    replies, where = gold_replies(rows, fallback)
     lengths = [len(tok(r, add_special_tokens=False)["input_ids"]) for r in replies]
     info = {**choose(lengths), "source": "data", "gold_from": where,
             "rule": f"max({FLOOR}, ceil({FACTOR:g} x p{QUANTILE:g} of gold reply tokens))"}

@@ -16,11 +16,13 @@ def register(app: typer.Typer) -> None:
                                                           "analysis.hidden=false generation.batch_size=8"),
         data: str = typer.Option(None, "--data", help="Examples file (halu test/chat rows, or translation src/ref)."),
         out: str = typer.Option(None, "--out", help="Output directory (resumes cached generations)."),
-        task: str = typer.Option(None, "--task", help="halu (default) | translation."),
+        task: str = typer.Option(None, "--task", help="halu (default) | translation | json | label | text "
+                                                          "(your task: options under custom.*, e.g. custom.labels)."),
         model: str = typer.Option(None, "--model", help="Base model name or path (default smollm2-135m-instruct)."),
         adapter: str = typer.Option(None, "--adapter", help="Training run directory (delia train --out)."),
         instructions: str = typer.Option(None, "--instructions", "-i",
-                                         help="halu instruction sets, e.g. 'seen:5,unseen:all,explicit'."),
+                                         help="instruction sets, e.g. 'seen:5,unseen:all,explicit' "
+                                              "(halu.instructions, or custom.instructions for your task)."),
         limit: int = typer.Option(None, "--limit", help="Only the first N examples."),
         batch_size: int = typer.Option(None, "--batch-size", help="Generation batch size."),
         max_new_tokens: int = typer.Option(None, "--max-new-tokens",
@@ -36,9 +38,12 @@ def register(app: typer.Typer) -> None:
 
         from delia.config import flag_overrides, load_config, to_dict
         from delia.evaluation.config import EvalConfig
+        from delia.task import get_task
 
+        # the task's own options section takes --instructions (a YAML's task is not known yet: halu's then)
+        section = get_task(task).options_key if task and instructions else "halu"
         flags = {"data": data, "out": out, "task": task, "model": model, "adapter": adapter,
-                 "halu.instructions": instructions, "limit": limit, "generation.batch_size": batch_size,
+                 f"{section}.instructions": instructions, "limit": limit, "generation.batch_size": batch_size,
                  "generation.max_new_tokens": max_new_tokens, "dtype": dtype}
         # JSON-quote flag values so YAML never reinterprets them ("seen:5,unseen" stays a string)
         cli = flag_overrides(flags)

@@ -80,6 +80,52 @@ class TranslationOptions:
             raise ConfigError("translation.template must contain {src}")
 
 
+CUSTOM_TEMPLATE = "{context}\n\n{instruction}"
+
+
+@dataclass
+class CustomTaskOptions:
+    """Options of the generic json / label / text tasks (your own task, configured with no code)."""
+
+    template: str = opt(CUSTOM_TEMPLATE, help="the user turn; {context} (the example's input) and {instruction} "
+                                             "(a phrasing) are filled in, as BuildConfig.template")
+    instructions: str = opt("seen:1,unseen:1", help="instruction sets: seen, unseen, own, with -notoken/-desc "
+                                                   "variants and :K (the halu spec grammar)")
+    seen_file: str | None = opt(None, help="one instruction phrasing per line: the phrasings trained on")
+    unseen_file: str | None = opt(None, help="one instruction phrasing per line: held out, never trained on")
+    special_tokens: list[str] = opt(["<sep>"], help="tokens the instructions use for the format")
+    token_description: str | None = opt(None, help="replaces the token in `-desc` variants; the text a `mean` "
+                                                   "init averages")
+    token_init: Literal["random", "mean", "mean_vocab", "none"] = opt(
+        "random", help="how a model that lacks a special token gets it (none = left as plain text)")
+    token_seed: int = opt(2024, help="seed of the random init")
+    keys: list[str] | None = opt(None, help="json: required keys (unset: the keys of every gold output)")
+    values: dict[str, list[str]] | None = opt(None, help="json: allowed values per key (unset: inferred for keys "
+                                                         "with at most 10 distinct gold values, some repeated)")
+    label_key: str | None = opt(None, help="json: the key whose value is the label (unset: the one key with "
+                                           "allowed values, if exactly one)")
+    labels: list[str] | None = opt(None, help="label: the label set (unset: the distinct gold outputs)")
+    metrics: list[str] = opt(["exact", "chrf", "bleu"], help="text: any of exact, chrf, bleu")
+
+    def __post_init__(self) -> None:
+        for item in parse_spec(self.instructions):
+            if item.set not in ("seen", "unseen", "own"):
+                raise ConfigError(f"custom.instructions: set {item.set!r} is a halu set; custom tasks have "
+                                  "seen, unseen and own")
+        if "{context}" not in self.template:
+            raise ConfigError("custom.template must contain {context}")
+        bad = [m for m in self.metrics if m not in ("exact", "chrf", "bleu")]
+        if bad or not self.metrics:
+            raise ConfigError(f"custom.metrics: {bad or 'empty'}; choose from exact, chrf, bleu")
+        if self.variant_needs_description() and not self.token_description:
+            raise ConfigError("custom.instructions uses a -desc variant: set custom.token_description")
+        if self.label_key is not None and self.keys is not None and self.label_key not in self.keys:
+            raise ConfigError(f"custom.label_key {self.label_key!r} must be one of custom.keys {self.keys}")
+
+    def variant_needs_description(self) -> bool:
+        return any(i.variant == "desc" for i in parse_spec(self.instructions))
+
+
 @dataclass
 class AnalysisOptions:
     score: Literal["auto", "on", "off"] = opt(
@@ -102,7 +148,8 @@ class EvalConfig:
 
     data: str = opt("", help="examples file (halu: test rows {context,label} or chat rows; translation: src/ref)")
     out: str = opt("", help="output directory (metrics.json, predictions.jsonl, summary.md, plots)")
-    task: Literal["halu", "translation"] = opt("halu", help="halu (JSON hallucination check) or translation")
+    task: str = opt("halu", help="a registered task (`delia ls tasks`): halu (JSON hallucination check), "
+                                 "translation, or your own json | label | text task (options under `custom`)")
     model: str | None = opt(None, help="base model name or path (default: the adapter's recorded base, "
                                        "else the embedded smollm2-135m-instruct)")
     adapter: str | None = opt(None, help="training run directory (delia train --out) to load on top")
@@ -125,6 +172,8 @@ class EvalConfig:
     generation: GenerationOptions = field(default_factory=GenerationOptions, metadata={"help": "decoding"})
     halu: HaluOptions = field(default_factory=HaluOptions, metadata={"help": "halu task"})
     translation: TranslationOptions = field(default_factory=TranslationOptions, metadata={"help": "translation"})
+    # None (not the defaults) unless set, so stage hashes of halu / translation configs do not change
+    custom: CustomTaskOptions | None = field(default=None, metadata={"help": "json / label / text task"})
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions, metadata={"help": "analyses"})
     max_prompt_tokens: int | None = opt(None, help="longest prompt in tokens (default: the model's context minus "
                                                    "generation.max_new_tokens)")
@@ -133,6 +182,9 @@ class EvalConfig:
                    "longest turn; counted in metrics.json model.prompts_cut)")
 
     def __post_init__(self) -> None:
+        from delia.task import check_task
+
+        check_task(self.task)
         if not self.data:
             raise ConfigError("data: an examples file is required (--data)")
         if not self.out:

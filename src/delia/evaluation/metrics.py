@@ -142,6 +142,16 @@ def _chrfpp():
 
 _add(Metric("bleu", "translation", *_sacre(_bleu)), "corpus BLEU (sacrebleu defaults: 13a, 4-gram)")
 _add(Metric("chrf++", "translation", *_sacre(_chrfpp)), "corpus chrF++ (sacrebleu CHRF, word_order=2)")
+
+
+def _chrf():
+    from sacrebleu.metrics import CHRF
+
+    return CHRF()
+
+
+_add(Metric("chrf", "text", *_sacre(_chrf)), "corpus chrF (sacrebleu CHRF defaults: character 6-grams, no words)")
+_mean_metric("exact", "text", lambda r: r["exact"], "share of replies equal to the reference (after strip)")
 _mean_metric("bleurt", "translation", lambda r: r["bleurt"], "mean BLEURT (needs a local checkpoint)")
 _mean_metric("comet", "translation", lambda r: r["comet"], "mean COMET (needs a local checkpoint)")
 
@@ -149,19 +159,23 @@ _mean_metric("comet", "translation", lambda r: r["comet"], "mean COMET (needs a 
 # ---------------------------------------------------------------- values and intervals
 
 
-def compute(name: str, rows: Sequence[dict[str, Any]]) -> float:
-    """The metric's value on `rows` (NaN when undefined)."""
-    m = METRICS.get(name)
+def _metric(name: str | Metric) -> Metric:
+    return name if isinstance(name, Metric) else METRICS.get(name)
+
+
+def compute(name: str | Metric, rows: Sequence[dict[str, Any]]) -> float:
+    """The metric's value on `rows` (NaN when undefined); `name` is registered, or a Metric built by a task."""
+    m = _metric(name)
     s = m.stats(rows)
     return m.reduce(s.sum(0)) if len(s) else math.nan
 
 
-def bootstrap(name: str, rows: Sequence[dict[str, Any]], n: int = 1000, seed: int = 0, level: float = 0.95,
+def bootstrap(name: str | Metric, rows: Sequence[dict[str, Any]], n: int = 1000, seed: int = 0, level: float = 0.95,
               groups: Sequence[Any] | None = None) -> tuple[float, float, float]:
     """(value, low, high): percentile bootstrap, seeded; undefined resamples are left out.
 
     Args:
-        name: registered metric name.
+        name: registered metric name, or a Metric (e.g. a task's macro-F1 over its own labels).
         rows: per-prompt rows.
         n: number of resamples (0: no interval, low = high = NaN).
         seed: numpy seed.
@@ -169,7 +183,7 @@ def bootstrap(name: str, rows: Sequence[dict[str, Any]], n: int = 1000, seed: in
         groups: a key per row (e.g. the example id): resample whole groups (a cluster bootstrap over
             examples, since one example's prompts under several phrasings are not independent).
     """
-    m = METRICS.get(name)
+    m = _metric(name)
     s = m.stats(rows)
     if not len(s):
         return math.nan, math.nan, math.nan
@@ -191,7 +205,7 @@ def bootstrap(name: str, rows: Sequence[dict[str, Any]], n: int = 1000, seed: in
     return value, float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
 
 
-def interval(name: str, rows: Sequence[dict[str, Any]], n: int = 1000, seed: int = 0,
+def interval(name: str | Metric, rows: Sequence[dict[str, Any]], n: int = 1000, seed: int = 0,
              level: float = 0.95) -> dict[str, float | int]:
     """{value, ci_low, ci_high, n}: the metric with a cluster-bootstrap interval over example ids."""
     v, lo, hi = bootstrap(name, rows, n=n, seed=seed, level=level, groups=[r["example_id"] for r in rows])

@@ -18,8 +18,9 @@ from typing import Any
 
 from delia.evaluation import metrics as M
 
+# the last three are the generic tasks' (delia.tasks.scoring): one order for every summary table
 FAILURES = ("ok", "cut_at_budget", "no_brace", "unclosed", "unparseable", "not_dict", "wrong_keys", "bad_label",
-            "other")
+            "bad_value", "empty", "not_a_label", "other")
 FINISH = ("stop", "length")
 BUDGET_WARN = 0.02  # a set whose share of replies cut at the budget exceeds this gets a warning line
 # headline first; the label metrics need gold labels

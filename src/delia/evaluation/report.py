@@ -28,11 +28,6 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
                                                                            for r in rows]
 
 
-HALU_COLUMNS = [("task_valid", "task-valid"), ("label_accuracy", "label acc"), ("majority_class", "majority class"),
-                ("label_f1", "F1(yes)"), ("label_recall", "recall(yes)"), ("label_macro_f1", "macro-F1"),
-                ("format_accuracy_strict", "exact keys"), ("format_accuracy", "lenient (paper)")]
-
-
 def budget_lines(m: dict[str, Any]) -> list[str]:
     """The budget used and where it came from, plus a warning per set where >2% of replies hit it."""
     from delia.evaluation.outcomes import budget_warnings
@@ -50,21 +45,26 @@ def budget_lines(m: dict[str, Any]) -> list[str]:
     return [line] + [f"- **budget hit** {w}" for w in budget_warnings(m.get("sets", {}), b.get("max_new_tokens"))]
 
 
-def halu_lines(m: dict[str, Any]) -> list[str]:
-    """Scores with the majority-class floor beside the label scores, per-set failure and finish reasons,
-    robustness across phrasings."""
-    from delia.evaluation.outcomes import FAILURES
+def _n(v: dict[str, Any]) -> str:
+    return next((str(x["n"]) for x in v.values() if isinstance(x, dict) and "n" in x), "?")
 
-    sets = m.get("sets", {})
-    cols = [(k, h) for k, h in HALU_COLUMNS if any(k in v for v in sets.values())]
-    lines = ["", "## Scores (%)", "",
-             "Task-valid (headline) = parses to a dict with exactly the task's keys and a yes/no label. Label scores "
-             "count invalid replies as wrong; majority class = always answering the most frequent gold label. "
-             "Lenient = the paper's rule (any dict).", ""]
-    lines += _table(["set", "n", *(h for _, h in cols)],
-                    [[s, str(v["format_accuracy"]["n"]), *(_ci(v.get(k), True) if k != "majority_class" else
-                                                             _f(v[k]["value"], True) for k, _ in cols)]
-                     for s, v in sets.items()])
+
+def scores_lines(m: dict[str, Any]) -> list[str]:
+    """Scores (the task's summary columns, with the majority-class floor beside the label scores), per-set
+    failure and finish reasons, robustness across phrasings."""
+    from delia.evaluation.outcomes import FAILURES
+    from delia.task import get_task
+
+    task, sets = get_task(m["task"]), m.get("sets", {})
+    rate = {spec.name: spec.kind == "rate" for spec in task.metric_schema()}
+    cols = [(k, h) for k, h in task.summary_columns() if any(k in v for v in sets.values())]
+    pct = all(rate.get(k, False) for k, _ in cols)
+    lines = ["", "## Scores" + (" (%)" if pct else ""), ""] + ([task.summary_note, ""] if task.summary_note else [])
+    empty = any("empty_outputs" in v for v in sets.values())
+    lines += _table(["set", "n", *(h for _, h in cols), *(["empty outputs"] if empty else [])],
+                    [[s, _n(v), *(_ci(v.get(k), rate.get(k, False)) if k != "majority_class" else
+                                  _f(v[k]["value"], True) for k, _ in cols),
+                      *([str(v.get("empty_outputs", 0))] if empty else [])] for s, v in sets.items()])
     fails = [f for f in FAILURES if any(f in (v.get("failures") or {}) for v in sets.values())]
     finish = list(dict.fromkeys(k for v in sets.values() for k in v.get("finish_reasons") or {}))
     lines += ["", "## Failure and finish reasons (replies)", ""]
@@ -101,15 +101,7 @@ def summary_lines(m: dict[str, Any]) -> list[str]:
         lines.append(f"- {info['tokens_as_text']} left as plain text (token_init none)")
     lines += budget_lines(m)
     lines += ["", "Intervals: seeded percentile bootstrap over examples (all prompts of an example together)."]
-    sets = m.get("sets", {})
-    if m["task"] == "halu":
-        lines += halu_lines(m)
-    else:
-        lines += ["", "## Scores", ""]
-        extra = [n for n in ("bleurt", "comet") if any(n in v for v in sets.values())]
-        lines += _table(["direction", "n", "BLEU", "chrF++", *extra, "empty outputs"],
-                        [[s, str(v["bleu"]["n"]), _ci(v["bleu"], False), _ci(v["chrf++"], False),
-                          *(_ci(v.get(n), False) for n in extra), str(v["empty_outputs"])] for s, v in sets.items()])
+    lines += scores_lines(m)
     if m.get("scoring"):
         lines += ["", "## Teacher-forced scoring (gold replies)", ""]
         lines += _table(["set", "rows", "loss (token-weighted CE)", "exp(H) first token (geo-mean)",

@@ -9,91 +9,17 @@ import logging
 import math
 import time
 from functools import partial
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from delia.config import ConfigError, save_config
 from delia.data.jsonl import AppendLog, dumps_line
-from delia.evaluation import metrics as M
-from delia.evaluation import outcomes
 from delia.evaluation.config import EvalConfig
-from delia.evaluation.instructions import Instruction, assign, check_heldout, load_set, parse_spec, vary
-from delia.evaluation.parsing import check_keys, extract_label, object_closed, parse_output
-from delia.evaluation.prompts import (clean_translation, halu_example, halu_prompt, translation_done,
-                                      translation_example, translation_prompt)
+from delia.evaluation.rows import EvalRow
 from delia.files import atomic_write, write_text_atomic
+from delia.task import get_task
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalRow:
-    """One prompt to answer: an example under one instruction (halu) or one sentence (translation)."""
-
-    example_id: str
-    instruction_id: str
-    set: str
-    prompt: list[dict[str, str]]
-    gold: str | None = None  # reference reply (halu chat rows) or reference translation
-    fields: dict[str, Any] = field(default_factory=dict)  # gold_label / src / ref
-    where: str = ""  # FILE:LINE of the example, for messages
-
-
-# ---------------------------------------------------------------- 1. rows
-
-
-def load_examples(path: str, task: str, label_key: str = "hallucination") -> list:
-    """The task's examples (HaluExample / TranslationExample) of a file; every bad row is reported.
-
-    Raises:
-        DataError: FILE:LINE: field: reason for each row the task cannot use (`delia data validate --for`
-            runs this same function).
-    """
-    from delia.data import DataError, read_records
-
-    make = (lambda r: halu_example(r, label_key)) if task == "halu" else translation_example
-    examples, problems = [], []
-    for rec in read_records(path):
-        try:
-            examples.append(make(rec))
-        except DataError as e:
-            problems += e.problems
-    if problems:
-        raise DataError(problems)
-    return examples
-
-
-def halu_rows(cfg: EvalConfig) -> list[EvalRow]:
-    """Every (example, instruction) pair the spec asks for."""
-    h = cfg.halu
-    examples = load_examples(cfg.data, "halu", h.label_key)[:cfg.limit]
-    files = {"seen": h.seen_file, "unseen": h.unseen_file, "explicit": h.explicit_file, "heldout": h.heldout_path}
-    rows: list[EvalRow] = []
-    for item in parse_spec(h.instructions):
-        if item.set == "own":
-            if any(e.own is None for e in examples):
-                raise ConfigError(f"{cfg.data}: the 'own' instruction set needs chat rows that contain their "
-                                  "instruction ('context\\n\\n\\ninstruction'); test rows have none")
-            owns = sorted({e.own for e in examples})
-            width = len(str(max(len(owns) - 1, 0)))
-            per_ex = [[Instruction(f"{item.name}/{owns.index(e.own):0{width}d}",
-                                   vary(e.own, item.variant, h.special_tokens, h.token_description), item.name)]
-                      for e in examples]
-        else:
-            pool = load_set(item, files, h.special_tokens, h.token_description)
-            per_ex = assign(pool, len(examples), item.k, cfg.seed, item.name)
-        for ex, instructions in zip(examples, per_ex):
-            for ins in instructions:
-                rows.append(EvalRow(ex.id, ins.id, ins.set, halu_prompt(ex, ins), ex.gold,
-                                    {"gold_label": ex.label, "instruction": ins.text}, ex.where))
-    return rows
-
-
-def translation_rows(cfg: EvalConfig) -> list[EvalRow]:
-    examples = load_examples(cfg.data, "translation")[:cfg.limit]
-    return [EvalRow(ex.id, "template", f"{ex.src_lang}-{ex.tgt_lang}", translation_prompt(ex, cfg.translation.template),
-                    ex.ref, {"src": ex.src, "ref": ex.ref}, ex.where) for ex in examples]
 
 
 # ---------------------------------------------------------------- 2. model
@@ -120,26 +46,28 @@ def load_for_eval(cfg: EvalConfig, rows: list[EvalRow]) -> tuple[Any, Any, dict[
     info["dtype"] = precision.name if precision.autocast else str(model.dtype).replace("torch.", "")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    wanted = cfg.halu.special_tokens if cfg.task == "halu" else []
+    opts = get_task(cfg.task).token_options(cfg)
+    wanted = opts.tokens if opts else []
     ensure_tokens(model, tok, [t for t in wanted if any(t in m["content"] for r in rows for m in r.prompt)],
                   cfg, info)
     return model, tok, info
 
 
 def ensure_tokens(model, tok, tokens: list[str], cfg: EvalConfig, info: dict[str, Any]) -> None:
-    """Add the `tokens` the model lacks with `halu.token_init` (recorded in `info`); 'none' leaves them out."""
+    """Add the `tokens` the model lacks with the task's token init (recorded in `info`); 'none' leaves them
+    out."""
     from delia.models import add_special_tokens
 
     missing = [t for t in tokens if t not in tok.get_vocab()]
-    if not missing:
+    opts = get_task(cfg.task).token_options(cfg)
+    if not missing or opts is None:
         return
-    if cfg.halu.token_init == "none":
+    if opts.init == "none":
         info["tokens_as_text"] = missing
         return
-    added = add_special_tokens(model, tok, missing, init=cfg.halu.token_init, seed=cfg.halu.token_seed,
-                               description=cfg.halu.token_description)
+    added = add_special_tokens(model, tok, missing, init=opts.init, seed=opts.seed, description=opts.description)
     info.setdefault("added_tokens", []).append(added.to_dict())
-    log.info("added %s to the model (init=%s)", missing, cfg.halu.token_init)
+    log.info("added %s to the model (init=%s)", missing, opts.init)
 
 
 def _dir_digest(path: str) -> str:
@@ -187,7 +115,7 @@ def generate_rows(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[s
     g = cfg.generation
     params = GenParams(max_new_tokens=max_new_tokens, temperature=g.temperature, top_p=g.top_p, seed=cfg.seed)
     ident = json.dumps([info["identity"], info.get("added_tokens"), info["dtype"], params.__dict__, g.stop_early,
-                        cfg.task == "translation" and cfg.translation.first_line,
+                        get_task(cfg.task).cache_ident(cfg),
                         cfg.decoder and [cfg.decoder, cfg.hook_options]], sort_keys=True, default=str)
     keys = [hashlib.sha256((ident + render_prompt(tok, r.prompt)).encode()).hexdigest() for r in rows]
     cache_path = Path(cfg.out) / "generations.jsonl"
@@ -207,7 +135,7 @@ def generate_rows(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[s
     todo = [i for i, k in enumerate(keys) if k not in cache]
     stop_fn = None
     if g.stop_early:
-        stop_fn = object_closed if cfg.task == "halu" else (translation_done if cfg.translation.first_line else None)
+        stop_fn = get_task(cfg.task).stop_fn(cfg)
     bar = tqdm(total=len(todo), desc="generate", unit="row", disable=not todo)
     t0, tokens = time.perf_counter(), 0
 
@@ -241,64 +169,6 @@ def generate_rows(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[s
     return [cache[k] for k in keys], speed
 
 
-# ---------------------------------------------------------------- 4. parse
-
-
-def predict(row: EvalRow, gen, cfg: EvalConfig) -> dict[str, Any]:
-    """The predictions.jsonl record of one row: raw output, parse result, outcome (task_valid, label, failure,
-    budget_hit; see `outcomes`), scores."""
-    base = {"example_id": row.example_id, "instruction_id": row.instruction_id, "set": row.set, "raw": gen.text,
-            "finish_reason": gen.finish_reason, "n_new_tokens": gen.n_new_tokens}
-    if cfg.task == "translation":
-        hyp = clean_translation(gen.text, cfg.translation.first_line)
-        return {**base, "hyp": hyp, "ref": row.fields["ref"], "src": row.fields["src"],
-                "budget_hit": gen.finish_reason == "length"}
-    p = parse_output(gen.text)
-    strict_reason = check_keys(p.value, cfg.halu.keys) if p.ok else "not parsed"
-    pred = {**base, "parsed": p.ok, "strict": p.ok and strict_reason is None, "pred_label": extract_label(
-        p.value, cfg.halu.label_key), "gold_label": row.fields["gold_label"], "method": p.method,
-        "value": p.value, "reason": p.reason, "strict_reason": strict_reason}
-    return {**pred, **outcomes.outcome(pred)}
-
-
-# ---------------------------------------------------------------- 5. metrics
-
-
-def _with_ci(name: str, rows: list[dict], cfg: EvalConfig) -> dict[str, float | int]:
-    return M.interval(name, rows, cfg.bootstrap, cfg.seed, cfg.ci_level)
-
-
-def halu_metrics(preds: list[dict], cfg: EvalConfig) -> dict[str, Any]:
-    """Per set (with CIs), per phrasing, robustness, failure and finish reasons (`outcomes.halu_metrics`)."""
-    return outcomes.halu_metrics(preds, cfg.bootstrap, cfg.seed, cfg.ci_level)
-
-
-def translation_metrics(preds: list[dict], cfg: EvalConfig) -> dict[str, Any]:
-    """BLEU and chrF++ with CIs; BLEURT / COMET when a local checkpoint is configured."""
-    from delia.evaluation import neural
-
-    t = cfg.translation
-    names = ["bleu", "chrf++"]
-    if t.bleurt_checkpoint:
-        for p, s in zip(preds, neural.bleurt_scores([p["hyp"] for p in preds], [p["ref"] for p in preds],
-                                                    t.bleurt_checkpoint)):
-            p["bleurt"] = s
-        names.append("bleurt")
-    if t.comet_checkpoint:
-        for p, s in zip(preds, neural.comet_scores([p["src"] for p in preds], [p["hyp"] for p in preds],
-                                                   [p["ref"] for p in preds], t.comet_checkpoint)):
-            p["comet"] = s
-        names.append("comet")
-    out: dict[str, Any] = {"sets": {}}
-    for s in dict.fromkeys(p["set"] for p in preds):
-        rows = [p for p in preds if p["set"] == s]
-        out["sets"][s] = {n: _with_ci(n, rows, cfg) for n in names}
-        out["sets"][s]["empty_outputs"] = sum(not p["hyp"] for p in rows)
-        out["sets"][s]["finish_reasons"] = outcomes.counts(rows)["finish_reasons"]
-        out["sets"][s]["budget_hits"] = outcomes.budget_hits(rows)
-    return out
-
-
 # ---------------------------------------------------------------- 6. analyses
 
 
@@ -319,8 +189,9 @@ def analyses(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[str, A
             scores = score(model, enc, tok.pad_token_id, a.score_batch_size, on_batch=bar.update)
         out["scoring"] = {s: aggregate([sc for r, sc in zip(todo, scores) if r.set == s])
                           for s in dict.fromkeys(r.set for r in todo)}
-    if a.hidden and cfg.task == "halu":
-        token = cfg.halu.special_tokens[0] if cfg.halu.special_tokens else None
+    task = get_task(cfg.task)
+    if a.hidden and task.supports("hidden_state"):
+        token = task.hidden_token(cfg)
         if token:
             ensure_tokens(model, tok, [token], cfg, info)  # after generation: it cannot change the outputs
         if token and token in tok.get_vocab():
@@ -357,9 +228,9 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 
     # 1. prompts (a baseline's prompt hook may rewrite them: ICL demonstrations, DiPMT hints), before any
     # output exists: bad input fails with nothing written
-    if cfg.task == "halu":
-        check_heldout(cfg.halu.instructions, cfg.halu.heldout_path, cfg.halu.seen_file)
-    rows = halu_rows(cfg) if cfg.task == "halu" else translation_rows(cfg)
+    task = get_task(cfg.task)
+    task.check(cfg)
+    rows = task.rows(cfg)
     if cfg.prompt_hook:
         rows = _hooks().PROMPT_HOOKS.get(cfg.prompt_hook)(rows, cfg, **cfg.hook_options)
     if not rows:
@@ -382,8 +253,8 @@ def _evaluate(cfg: EvalConfig, rows: list[EvalRow]) -> dict[str, Any]:
     from delia.evaluation import budget as B
 
     # a generation budget from the data unless one is configured; the prompt-length guard leaves room for it
-    budget = B.resolve(cfg.generation.max_new_tokens, tok, rows, cfg.task,
-                       cfg.halu.seen_file if cfg.task == "halu" else None)
+    task = get_task(cfg.task)
+    budget = B.resolve(cfg.generation.max_new_tokens, tok, rows, task.gold_fallback(cfg))
     rows = _fit_prompts(model, tok, rows, cfg, info, budget["max_new_tokens"])  # before anything is written
     save_config(cfg, out / "config.yaml")
 
@@ -391,10 +262,10 @@ def _evaluate(cfg: EvalConfig, rows: list[EvalRow]) -> dict[str, Any]:
     gens, speed = generate_rows(model, tok, rows, cfg, info, budget["max_new_tokens"])
 
     # 4. parse and keep every prediction
-    preds = [predict(r, g, cfg) for r, g in zip(rows, gens)]
+    preds = [task.predict(r, g, cfg) for r, g in zip(rows, gens)]
 
     # 5. metrics with bootstrap intervals
-    task_metrics = halu_metrics(preds, cfg) if cfg.task == "halu" else translation_metrics(preds, cfg)
+    task_metrics = task.metrics(preds, cfg)
     with atomic_write(out / "predictions.jsonl") as f:
         for p in preds:
             f.write(dumps_line(_clean(p)) + "\n")
@@ -405,7 +276,7 @@ def _evaluate(cfg: EvalConfig, rows: list[EvalRow]) -> dict[str, Any]:
     # 7. save
     metrics = _clean({"task": cfg.task, "data": cfg.data, "model": info,
                       "n_examples": len({r.example_id for r in rows}), "n_rows": len(rows),
-                      "instructions": cfg.halu.instructions if cfg.task == "halu" else None,
+                      "instructions": task.instructions(cfg),
                       "budget": budget, **task_metrics, **extra, "speed": speed})
     write_text_atomic(out / "metrics.json", dumps_line(metrics, indent=2) + "\n")
     metrics["plots"] = write_plots(metrics, out)

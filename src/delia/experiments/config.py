@@ -39,7 +39,8 @@ class GridConfig:
 class DataConfig:
     """The task's files."""
 
-    task: Literal["halu", "translation"] = opt("halu", help="halu (formatted generation) or translation")
+    task: str = opt("halu", help="a registered task (`delia ls tasks`): halu (formatted generation), "
+                                 "translation, json, label, text")
     train: str = opt(f"{HALU}/train", help="downstream training rows (the size axis takes the first N)")
     test: str = opt(f"{HALU}/test", help="test examples (generation: format/label accuracy, robustness)")
     valid: str | None = opt(f"{HALU}/valid", help="rows with gold replies: downstream loss, first-token "
@@ -49,6 +50,9 @@ class DataConfig:
                                                  "train and test come from one file)")
 
     def __post_init__(self) -> None:
+        from delia.task import check_task
+
+        check_task(self.task, "data.task")
         if self.test_rows is not None and (len(self.test_rows) != 2 or not 0 <= self.test_rows[0] < self.test_rows[1]):
             raise ConfigError(f"data.test_rows must be [start, stop) with 0 <= start < stop, got {self.test_rows}")
 

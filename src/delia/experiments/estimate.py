@@ -66,9 +66,9 @@ def eval_rows(step: Step) -> int:
         config["limit"] = min(config.get("limit") or n, n)
     cfg = _stage_config("eval", config, {"adapter": Path("<adapter>")} if "adapter" in step.inputs else {},
                         Path("<out>"))
-    from delia.evaluation.run import halu_rows, translation_rows
+    from delia.task import get_task
 
-    return len(halu_rows(cfg) if cfg.task == "halu" else translation_rows(cfg))
+    return len(get_task(cfg.task).rows(cfg))
 
 
 def _cached_rows(path: Path) -> int:

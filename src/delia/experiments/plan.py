@@ -17,6 +17,7 @@ from delia.config import ConfigError, config_hash, from_dict, merge, to_dict
 from delia.experiments.config import ExperimentConfig, split_method
 from delia.experiments.stages import resolve, sha256_file
 from delia.mixing.schedule import diverse_count
+from delia.task import get_task
 
 
 @dataclass
@@ -121,9 +122,8 @@ class Ctx:
             raise ConfigError(f"grid.sizes: size {self.size} (method {self.method}) asks for more rows than "
                               f"{path} has ({_rows(path)})")
         rows = self.subset(path, self.size)
-        if self.exp.data.task == "translation":  # src/ref rows -> chat rows the builder can diversify
-            return self.transform("translation_chat", {"data": rows})
-        return rows
+        transform = get_task(self.exp.data.task).train_transform  # e.g. src/ref rows -> chat rows
+        return self.transform(transform, {"data": rows}) if transform else rows
 
     def subset(self, path: str, n: int, start: int = 0) -> Step:
         """Rows start..start+n of a data file. Named by content, not path: moving or renaming the file (e.g. a
@@ -161,7 +161,7 @@ class Ctx:
         inputs = {"downstream": down}
         if ratio > 0:
             inputs["diverse"] = self.diverse(diverse_count(ratio, self.size)[0])  # the builder's own count
-        token = {"token": ""} if self.exp.data.task == "translation" else {}  # no special token in translation
+        token = dict(get_task(self.exp.data.task).build_fields)  # e.g. translation: no special token
         fixed = "fixed_instruction" in fields  # a fixed instruction replaces any variants file
         shared = {k: v for k, v in self.exp.build.items() if not (fixed and k == "instructions")}
         cfg = {**token, **shared, "model": self.exp.model, "ratio": ratio,
@@ -186,14 +186,14 @@ class Ctx:
                 (halu); default: the training rows of the smallest size, shared by every method.
             fields: EvalConfig fields on top of the experiment's `eval:`.
         """
-        d = self.exp.data
+        d, task = self.exp.data, get_task(self.exp.data.task)
         inputs = {"adapter": adapter} if adapter else {}
         base = {"task": d.task, "model": self.exp.model, **self._threads()}
         test = merge(merge(base, self.exp.eval), fields)
         files = _instruction_files(test)  # named by content (fingerprint), not by path
-        if d.task == "halu" and seen is not None:
+        if task.supports("seen_from_training") and seen is not None:
             test_inputs = {**inputs, "seen": seen}
-        elif d.task == "halu" and "seen_file" not in self.exp.eval.get("halu", {}):
+        elif task.supports("seen_from_training") and "seen_file" not in self.exp.eval.get("halu", {}):
             # "seen" phrasings = those of the smallest training size, so they were seen by every trained model
             # (at any size) and every method is scored on the same prompts
             sizes = [*self.exp.grid.sizes, *(n for o in self.exp.methods.values() for n in o.get("sizes") or [])]
@@ -217,7 +217,7 @@ class Ctx:
             # Only teacher-forced scores are read from this evaluation, so it generates a single token.
             valid = merge(merge({**base, "generation": {"max_new_tokens": 1},
                                  "analysis": {"score": "on", "hidden": False}, "bootstrap": 0,
-                                 "halu": {"instructions": "own"}}, self.exp.valid_eval), fields)
+                                 **task.valid_fields()}, self.exp.valid_eval), fields)
             out["valid"] = self.step("eval", valid, inputs, fingerprint={"sha256": _digest(d.valid)},
                                      volatile={"data": d.valid})
         if adapter:
@@ -230,7 +230,7 @@ class Ctx:
         """Drift from the base model: the base's greedy answers to the held-out queries (one step shared by
         every run) and this model (the base when `adapter` is None) scored against them."""
         d = self.exp.data
-        keys = [] if d.task != "halu" else self.exp.eval.get("halu", {}).get("keys")  # the leakage rule's keys
+        keys = get_task(d.task).leakage_keys(self.exp.eval)  # the leakage rule's keys (None: drift's default)
         cfg = {**{k: self.exp.eval[k] for k in ("dtype", "device") if k in self.exp.eval},
                "model": self.exp.model, **self._threads(), **({"keys": keys} if keys is not None else {}),
                **(self.exp.drift or {})}
@@ -240,16 +240,11 @@ class Ctx:
 
 
 def _instruction_files(eval_fields: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The halu instruction files an eval step reads (explicit, unseen): their paths (passed, not hashed) and
+    """The instruction files an eval step reads (the task says which): their paths (passed, not hashed) and
     content digests (hashed), so editing a file reruns the evaluations and renaming it does not."""
-    from delia.evaluation.config import EvalConfig
-
-    halu = EvalConfig(data="-", out="-").halu
-    given = eval_fields.get("halu", {})
-    paths = {f: given.get(f, getattr(halu, f)) for f in ("unseen_file", "explicit_file")}
-    if _uses_heldout(given.get("instructions", halu.instructions)):  # only then: other steps keep their hashes
-        paths["heldout_file"] = given.get("heldout_file") or halu.heldout_path
-    return {"paths": {"halu": paths}, "digests": {f"halu.{f}": _digest(p) for f, p in paths.items()}}
+    files = get_task(eval_fields.get("task", "halu")).instruction_files(eval_fields)
+    return {"paths": files, "digests": {f"{sec}.{f}": _digest(p) for sec, paths in files.items()
+                                        for f, p in paths.items()}}
 
 
 def _uses_heldout(spec: str) -> bool:
@@ -265,7 +260,8 @@ def _check_heldout(exp: ExperimentConfig) -> None:
     from delia.evaluation.instructions import heldout_overlap
 
     given, halu = exp.eval.get("halu", {}), EvalConfig(data="-", out="-").halu
-    if exp.data.task != "halu" or not _uses_heldout(given.get("instructions", halu.instructions)):
+    if not get_task(exp.data.task).supports("heldout") or not _uses_heldout(given.get("instructions",
+                                                                                        halu.instructions)):
         return
     sizes = [*exp.grid.sizes, *(n for o in exp.methods.values() for n in o.get("sizes", []))]
     heldout = given.get("heldout_file") or halu.heldout_path

@@ -1,6 +1,7 @@
 """Flatten what a run's steps saved (eval predictions.jsonl / metrics.json, training delia_run.json) into one
-metrics record. Halu scores are recomputed from predictions.jsonl (`delia.evaluation.outcomes`), so an
-experiment finished before a metric existed gets it on the next `delia experiment` call (finished steps skip)."""
+metrics record; which per-set metrics exist is the task's metric schema (`delia.task`). A task that can
+(halu) recomputes its scores from predictions.jsonl (`Task.rescore`), so an experiment finished before a metric
+existed gets it on the next `delia experiment` call (finished steps skip)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ from typing import Any
 
 import yaml
 
-from delia.evaluation.outcomes import HALU_METRICS, enrich, halu_metrics
-
-TRANSLATION_KEYS = ("bleu", "chrf++", "bleurt", "comet")
+from delia.task import get_task
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -20,7 +19,8 @@ def _load(path: Path) -> dict[str, Any] | None:
 
 
 def load_predictions(eval_dir: Path) -> list[dict[str, Any]]:
-    """An evaluation's predictions.jsonl rows (halu rows with their outcome fields); [] when absent."""
+    """An evaluation's predictions.jsonl rows (with outcome fields newer than the run, `Task.enrich`); [] when
+    absent."""
     path = Path(eval_dir) / "predictions.jsonl"
     if not path.exists():
         return []
@@ -32,7 +32,7 @@ def load_predictions(eval_dir: Path) -> list[dict[str, Any]]:
             rows.append(json.loads(line))
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-    return enrich(rows) if rows and "parsed" in rows[0] else rows
+    return get_task(_eval_settings(path.parent)["task"]).enrich(rows)
 
 
 def _eval_settings(eval_dir: Path) -> dict[str, Any]:
@@ -40,13 +40,15 @@ def _eval_settings(eval_dir: Path) -> dict[str, Any]:
     cfg_path = eval_dir / "config.yaml"
     cfg = (yaml.safe_load(cfg_path.read_text()) or {}) if cfg_path.exists() else {}
     return {"n_boot": cfg.get("bootstrap", 1000), "seed": cfg.get("seed", 0), "level": cfg.get("ci_level", 0.95),
-            "max_new_tokens": (cfg.get("generation") or {}).get("max_new_tokens")}
+            "max_new_tokens": (cfg.get("generation") or {}).get("max_new_tokens"), "task": cfg.get("task", "halu")}
 
 
-def _flatten_sets(out: dict[str, Any], m: dict[str, Any]) -> None:
-    """Per set: each metric with its interval, n, failure and finish counts, budget-hit rate; robustness; gap."""
+def _flatten_sets(out: dict[str, Any], m: dict[str, Any], task: str) -> None:
+    """Per set: each metric of the task's schema with its interval, n, failure and finish counts, budget-hit
+    rate; robustness across phrasings; the seen-unseen gap."""
+    schema = get_task(task).metric_schema()
     for s, v in m.get("sets", {}).items():
-        for k in (*HALU_METRICS, *TRANSLATION_KEYS):
+        for k in (spec.name for spec in schema):
             if isinstance(v.get(k), dict):
                 out[f"{s}.{k}"] = v[k]["value"]
                 out[f"{s}.{k}.ci_low"] = v[k].get("ci_low")
@@ -59,7 +61,7 @@ def _flatten_sets(out: dict[str, Any], m: dict[str, Any]) -> None:
         if v.get("budget_hits"):
             out[f"{s}.budget_hit_rate"] = v["budget_hits"]["share"]
     for s, r in m.get("robustness", {}).items():
-        for name in ("task_valid", "format_accuracy"):
+        for name in (spec.name for spec in schema if spec.robustness):
             for k in ("min", "max", "spread", "n_phrasings"):
                 if k in r.get(name, {}):
                     out[f"{s}.{name}.phrasing_{k}"] = r[name][k]
@@ -81,9 +83,9 @@ def collect(dirs: dict[str, Path]) -> dict[str, Any]:
     preds = load_predictions(dirs["test"]) if "test" in dirs else []
     if test or preds:
         settings = _eval_settings(dirs["test"])
-        halu = bool(preds) and "task_valid" in preds[0]
-        _flatten_sets(out, halu_metrics(preds, settings["n_boot"], settings["seed"], settings["level"]) if halu
-                      else test or {})
+        task = (test or {}).get("task") or settings["task"]
+        rescored = get_task(task).rescore(preds, settings["n_boot"], settings["seed"], settings["level"])
+        _flatten_sets(out, rescored or test or {}, task)
         budget = (test or {}).get("budget") or {}
         out["test.max_new_tokens"] = budget.get("max_new_tokens", settings["max_new_tokens"])
         test = test or {}
@@ -166,7 +168,7 @@ class Results:
     def sets(self) -> list[str]:
         """Instruction sets with halu scores: seen, unseen, then the others by name."""
         names = {k.split(".")[0] for r in self.rows for k in r["metrics"]
-                 if k.endswith(".format_accuracy") and not k.startswith(("gap.", "valid."))}
+                 if k.endswith((".format_accuracy", ".task_valid")) and not k.startswith(("gap.", "valid."))}
         return sorted(names, key=lambda s: (s != "seen", s != "unseen", s))
 
     def predictions(self, run: dict[str, Any]) -> list[dict[str, Any]]:

@@ -32,10 +32,13 @@ def method(name: str, help: str, options: type[MethodOptions] = MethodOptions) -
 D_SEP_TEXT = D_SEP.replace("<sep> ", "", 1)
 
 
-def _halu(ctx: Ctx, method: str) -> None:
-    if ctx.exp.data.task != "halu":
-        raise ConfigError(f"method {method!r} is defined for the halu task only (data.task is "
-                          f"{ctx.exp.data.task!r})")
+def _needs_task(ctx: Ctx, method: str, capability: str, what: str) -> None:
+    """Fail at planning time when the experiment's task lacks what the method works on."""
+    from delia.task import get_task
+
+    if not get_task(ctx.exp.data.task).supports(capability):
+        raise ConfigError(f"method {method!r} needs a task with {what} (capability {capability!r}); data.task "
+                          f"{ctx.exp.data.task!r} has none")
 
 
 def _needs(ctx: Ctx, method: str, stage: str, field: str, why: str) -> None:
@@ -57,13 +60,13 @@ def original(ctx: Ctx) -> Steps:
 @method("random_init", help="base model + <sep> with a seeded N(0, initializer_range^2) row; untrained",
         options=TokenSeedOptions)
 def random_init(ctx: Ctx) -> Steps:
-    _halu(ctx, "random_init")
+    _needs_task(ctx, "random_init", "special_token", "a format special token")
     return ctx.evaluate(None, halu={"token_init": "random", "token_seed": ctx.options.token_seed})
 
 
 @method("mean_init", help="base model + <sep> = mean embedding of the format description; untrained")
 def mean_init(ctx: Ctx) -> Steps:
-    _halu(ctx, "mean_init")
+    _needs_task(ctx, "mean_init", "special_token", "a format special token")
     return ctx.evaluate(None, halu={"token_init": "mean", "token_description": D_SEP_TEXT})
 
 
@@ -98,7 +101,7 @@ def cit_steps(ctx: Ctx) -> Steps:
 @method("fact_based", help="CIT data + n_q Q&A rows per fact of the <sep> description (Mecklenburg)",
         options=FactOptions)
 def fact_based(ctx: Ctx) -> Steps:
-    _halu(ctx, "fact_based")
+    _needs_task(ctx, "fact_based", "format_facts", "the facts of its format description")
     data = ctx.transform("fact_qa", {"data": ctx.build(ratio=0)}, n_q=ctx.options.n_q, seed=ctx.seed)
     return ctx.evaluate(ctx.train(data))
 
@@ -116,7 +119,7 @@ def dmt(ctx: Ctx) -> Steps:
 @method("ctg", help="controlled generation by language-model arithmetic: (1+l) M_desc - l M_task",
         options=CtgOptions)
 def ctg(ctx: Ctx) -> Steps:
-    _halu(ctx, "ctg")
+    _needs_task(ctx, "ctg", "special_token", "a format special token")
     _needs(ctx, "ctg", "eval", "decoder", "the language-model arithmetic decoder")
     return ctx.evaluate(None, decoder="arithmetic", hook_options={"lam": ctx.options.lam, "system": D_SEP})
 
@@ -124,8 +127,7 @@ def ctg(ctx: Ctx) -> Steps:
 @method("dipmt", help="DiPMT: dictionary hints from an induced lexicon + 3 demonstrations (translation)",
         options=DipmtOptions)
 def dipmt(ctx: Ctx) -> Steps:
-    if ctx.exp.data.task != "translation":
-        raise ConfigError("method 'dipmt' is defined for the translation task only")
+    _needs_task(ctx, "dipmt", "dictionary_hints", "source/target words to give dictionary hints for")
     _needs(ctx, "dipmt", "eval", "prompt_hook", "the DiPMT prompt with demonstrations and hints")
     return ctx.evaluate(None, prompt_hook="dipmt", hook_options={"path": ctx.exp.data.train, "k": ctx.options.k,
                                                                   "seed": 0})
@@ -158,7 +160,10 @@ def wo_diverse(ctx: Ctx) -> Steps:
 def _fixed_seen(ctx: Ctx) -> Step | None:
     """A fixed-instruction run's "seen" phrasing is the one it trained on: training row 1's instruction (what
     `fixed_instruction: "@first"` takes), so its seen set is that row alone, not the other runs' phrasings."""
-    return ctx.subset(ctx.exp.data.train, 1) if ctx.exp.data.task == "halu" else None
+    from delia.task import get_task
+
+    return ctx.subset(ctx.exp.data.train, 1) if get_task(ctx.exp.data.task).supports("seen_from_training") \
+        else None
 
 
 @method("wo_diversified", help="ablation: one fixed instruction (row 1's) + diverse data; scored 'seen' on it")
