@@ -9,8 +9,8 @@ import pytest
 
 from delia.config import ConfigError
 from delia.data import DataError
-from delia.experiments.usertask import (HoldoutOptions, UserTask, builtin_tasks, count, infer, label_of, load_task, read_examples,
-                                        split_phrasings, split_rows)
+from delia.experiments.usertask import (HoldoutOptions, UserTask, builtin_tasks, count, infer, label_of, load_task,
+                                        read_examples, split_phrasings, split_rows)
 
 
 def _write(path, rows) -> str:

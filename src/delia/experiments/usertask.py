@@ -279,7 +279,8 @@ def infer(task: UserTask, rows: list[Example]) -> dict[str, Any]:
             raise ConfigError("keys: no key is present in every gold output; give `keys`")
         values = task.values
         if values is None:
-            seen = {k: Counter(str(o[k]) for o in objects if isinstance(o.get(k), (str, int, float, bool))) for k in keys}
+            scalar = (str, int, float, bool)
+            seen = {k: Counter(str(o[k]) for o in objects if isinstance(o.get(k), scalar)) for k in keys}
             # a free-text key also has few distinct values on few rows: only repeated values make a set
             values = {k: sorted(c) for k, c in seen.items()
                       if sum(c.values()) == len(objects) and len(c) <= MAX_VALUES and len(c) < len(objects)}
@@ -346,4 +347,5 @@ def split_phrasings(phrasings: list[str], n_unseen: int, seed: int) -> tuple[lis
     order = list(range(len(phrasings)))
     random.Random(seed).shuffle(order)
     unseen = set(order[:n_unseen])
-    return ([p for i, p in enumerate(phrasings) if i not in unseen], [p for i, p in enumerate(phrasings) if i in unseen])
+    return ([p for i, p in enumerate(phrasings) if i not in unseen],
+            [p for i, p in enumerate(phrasings) if i in unseen])
