@@ -54,7 +54,7 @@ def test_langid_compiles_to_split_files_and_an_experiment(tmp_path):
     assert exp.build["instructions"] == str(data / "instructions_seen.txt") and exp.build["token"] == "<sep>"
     custom = exp.eval["custom"]
     assert custom["unseen_file"] == str(data / "instructions_unseen.txt")
-    assert custom["instructions"] == "seen:1,unseen:2"
+    assert custom["instructions"] == "seen:1,unseen:2,unseen-desc:1"
     assert custom["keys"] == ["language"] and custom["label_key"] == "language"
     assert custom["token_description"].startswith("Reply with a JSON object")
     # the same task compiles to byte-identical files

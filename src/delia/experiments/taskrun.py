@@ -30,7 +30,10 @@ from delia.files import write_text_atomic
 TRAIN = {"max_length": 512, "learning_rate": 1.0e-3, "batch_size": 8, "epochs": 2, "warmup_steps": 0,
          "report_to": ["none"], "save_steps": 100}
 SAMPLE = {"max_new_tokens": 192, "engine_options": {"batch_size": 16}}
-EVAL_INSTRUCTIONS = "seen:1,unseen:all"  # every held-out phrasing on every test row: per-phrasing robustness
+# Every held-out phrasing on every test row (per-phrasing robustness), and one with the format description written
+# out in place of the token (`unseen-desc`): the fair test for `plain`, which never learned the token.
+EVAL_INSTRUCTIONS = "seen:1,unseen:all"
+EVAL_DESC = ",unseen-desc:1"
 
 
 @dataclass
@@ -158,7 +161,7 @@ def _jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def experiment_dict(task: UserTask, info: dict[str, Any], data: Path, n_train: int) -> dict[str, Any]:
     """The ExperimentConfig (as YAML data) that runs the task: one size (all training rows), one ratio."""
-    custom = {"template": task.template, "instructions": EVAL_INSTRUCTIONS,
+    custom = {"template": task.template, "instructions": EVAL_INSTRUCTIONS + (EVAL_DESC if task.format else ""),
               "seen_file": str(data / "instructions_seen.txt"), "unseen_file": str(data / "instructions_unseen.txt"),
               "special_tokens": [task.token], **({"token_description": task.format.strip()} if task.format else {}),
               **{k: v for k, v in info.items() if k != "task" and v is not None}}
