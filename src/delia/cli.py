@@ -136,6 +136,12 @@ def ls_cmd(kind: str = typer.Argument(None, help="Registry to list (default: all
         for name in builtin_names():
             table.add_row(f"{BUILTIN}{name}")
         Console().print(table)
+        from delia.experiments.usertask import builtin_tasks
+
+        tasks = Table(title="tasks (packaged)", show_header=False, title_justify="left")
+        for name in builtin_tasks():
+            tasks.add_row(f"{BUILTIN}{name}")
+        Console().print(tasks)
         if kind == "data":
             return
     if not kinds:

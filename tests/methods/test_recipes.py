@@ -20,7 +20,8 @@ def only(plan, method):
 
 def test_every_method_is_registered():
     assert set(METHODS) == {"original", "icl", "cit", "random_init", "mean_init", "fact_based", "dmt", "ctg",
-                            "dipmt", "neftune", "delia", "wo_diverse", "wo_diversified", "wo_all", "w_all", "cit_steps"}
+                            "dipmt", "neftune", "delia", "wo_diverse", "wo_diversified", "wo_all", "w_all", "cit_steps",
+                            "plain"}
 
 
 def test_cit_is_delia_at_ratio_zero_and_the_ablations_alias_their_twins(make_exp):
@@ -47,6 +48,15 @@ def test_wo_diversified_fixes_one_instruction_and_keeps_delias_diverse_rows(make
     assert b_fixed.inputs["downstream"] is b_delia.inputs["downstream"]
     assert b_all.config["fixed_instruction"] == "@first" and b_all.config["ratio"] == 0
     assert "fixed_instruction" not in b_delia.config
+
+
+def test_plain_trains_on_row_ones_instruction_as_written_without_token_checks(make_exp):
+    plan = expand(make_exp(["plain", "wo_all"]))
+    b_plain = only(plan, "plain").steps["train"].inputs["data"]
+    b_all = only(plan, "wo_all").steps["train"].inputs["data"]
+    # wo_all with the token checks off: the user's phrasing spells the format out instead of naming <sep>
+    assert b_plain.config == {**b_all.config, "token": ""} and b_plain.inputs == b_all.inputs
+    assert only(plan, "plain").axes == {"size": 30, "seed": 42}  # no diverse data: the ratio axis is not read
 
 
 def test_untrained_baselines_vary_along_no_axis_and_init_the_token_as_specified(make_exp):

@@ -39,6 +39,89 @@ def _hms(secs: float) -> str:
     return f"{secs // 3600}h{secs % 3600 // 60:02d}m" if secs >= 3600 else f"{secs // 60}m{secs % 60:02d}s"
 
 
+def run_and_report(exp, label: str, dry_run: bool = False, report: bool = True, only: str | None = None,
+                   calibrate: bool = False) -> None:
+    """Plan `exp`, print the plan and its estimate, run it (unless `dry_run`) and write the report; the body of
+    `delia experiment`, shared with `delia run`. `label` names the config in error messages."""
+    import time
+
+    from rich.markup import escape
+
+    from delia.experiments.estimate import describe_step, estimate
+    from delia.experiments.plan import expand
+    from delia.experiments.runner import run_experiment
+
+    from delia.config import ConfigError
+
+    try:
+        plan = expand(exp)  # checks every method's options and recipe before anything runs
+    except ConfigError as e:
+        raise ConfigError(f"{label}: {e}") from None
+    if only:
+        from delia.experiments.plan import Plan
+        from delia.experiments.stages import SPECS
+
+        kinds = {k.strip() for k in only.split(",") if k.strip()}
+        if kinds - set(SPECS):
+            raise typer.BadParameter(f"unknown step kinds {sorted(kinds - set(SPECS))}; known: {sorted(SPECS)}")
+        plan = Plan(plan.exp, plan.runs, [s for s in plan.steps if s.kind in kinds])
+    from delia.experiments import calibrate as cal
+
+    if calibrate:
+        console.print(f"calibration written to {cal.calibrate()}")
+    est = estimate(plan)
+    out = Console()
+    out.print(plan_table(plan, est))
+    source = cal.calibrated(exp.cost)[1]
+    out.print(f"{len(plan.runs)} runs, {len(plan.steps)} distinct steps ({est.n_todo} to do); estimated "
+              f"{_hms(est.total)} with the `cost:` model (seconds per row; "
+              + (f"calibrated on this machine: {source}" if source else "shipped defaults; `--calibrate` "
+                 "measures this machine") + "; see docs/experiments.md)")
+    if dry_run:
+        return
+    t0 = time.perf_counter()
+
+    left = {s.key: est.per_step[s.key] for s in plan.steps if not est.done[s.key]}
+    running: list = []  # [(index, step)] while a step runs, for the interrupt message
+    finished = [0]
+
+    def on_step(i: int, n: int, step, status: str) -> None:
+        running[:] = [(i, step)] if status == "start" else []
+        finished[0] += status == "done"
+        if status in ("start", "fail", "blocked"):
+            colour = {"start": "cyan", "fail": "red", "blocked": "yellow"}[status]
+            elapsed = _hms(time.perf_counter() - t0)
+            console.print(f"[{colour}][{i + 1}/{n}] {status} {step.kind} {step.key}[/{colour}] "
+                          f"{escape(describe_step(step))} ({elapsed} elapsed, ~{_hms(sum(left.values()))} left "
+                          f"by the cost model)", highlight=False)
+        left.pop(step.key, None) if status != "start" else None
+
+    try:
+        outcome = run_experiment(plan, on_step=on_step)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see delia.cli.main)
+        where = ""
+        if running:
+            i, step = running[0]
+            where = f" during step {i + 1}/{len(plan.steps)} ({step.kind} {step.key}, resumable)"
+        console.print(f"[yellow]interrupted{where} after {_hms(time.perf_counter() - t0)}: {finished[0]} "
+                      f"step(s) finished in this call and every finished step is kept; rerun the same "
+                      f"command to resume[/yellow]", soft_wrap=True, highlight=False)
+        raise typer.Exit(130) from None
+    out.print(f"ran {len(outcome.ran)}, skipped {len(outcome.skipped)} finished, failed {len(outcome.failed)}, "
+              f"blocked {len(outcome.blocked)} in {_hms(outcome.seconds)}; results: {exp.out_dir}/results.csv")
+    if report and outcome.results:
+        from delia.experiments.report import Results, build_report, main_table
+
+        path = build_report(exp.out_dir)
+        res = Results(Path(exp.out_dir))
+        typer.echo("\n".join(main_table(res, res.sets())))  # plain text: a markdown table must not wrap
+        out.print(f"report: {path}")
+    for name, err in outcome.failed.items():
+        console.print(f"[red]failed {name}: {err}[/red]")
+    if outcome.failed or outcome.blocked:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("experiment")
     def experiment_cmd(
@@ -54,84 +137,28 @@ def register(app: typer.Typer) -> None:
                                                       "build,train` trains now and evaluates later."),
     ) -> None:
         """Run a grid of methods x sizes x ratios x seeds; finished steps are skipped, so reruns resume."""
-        import time
+        run_and_report(load_experiment(config, overrides), str(config), dry_run, report, only, calibrate)
 
-        from rich.markup import escape
+    @app.command("run")
+    def run_cmd(
+        task: str = typer.Argument(..., help="Task YAML (see README 'Bring your own task'), or builtin:NAME for a "
+                                             "packaged task, e.g. builtin:langid."),
+        overrides: list[str] = typer.Argument(None, help="key.sub=value overrides, e.g. ratio=3 holdout.rows=50."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Write the data files and experiment.yaml, print the "
+                                                              "plan with estimated cost; train nothing."),
+    ) -> None:
+        """Bring your own task: split your examples, paraphrase your instruction around <sep>, then base vs plain
+        tuning vs CIT vs DELIA on held-out rows under seen and unseen phrasings, and the report."""
+        from delia.experiments.taskrun import compile_task
+        from delia.experiments.usertask import load_task
 
-        from delia.experiments.estimate import describe_step, estimate
-        from delia.experiments.plan import expand
-        from delia.experiments.runner import run_experiment
-
-        from delia.config import ConfigError
-
-        exp = load_experiment(config, overrides)
-        try:
-            plan = expand(exp)  # checks every method's options and recipe before anything runs
-        except ConfigError as e:
-            raise ConfigError(f"{config}: {e}") from None
-        if only:
-            from delia.experiments.plan import Plan
-            from delia.experiments.stages import SPECS
-
-            kinds = {k.strip() for k in only.split(",") if k.strip()}
-            if kinds - set(SPECS):
-                raise typer.BadParameter(f"unknown step kinds {sorted(kinds - set(SPECS))}; known: {sorted(SPECS)}")
-            plan = Plan(plan.exp, plan.runs, [s for s in plan.steps if s.kind in kinds])
-        from delia.experiments import calibrate as cal
-
-        if calibrate:
-            console.print(f"calibration written to {cal.calibrate()}")
-        est = estimate(plan)
-        out = Console()
-        out.print(plan_table(plan, est))
-        source = cal.calibrated(exp.cost)[1]
-        out.print(f"{len(plan.runs)} runs, {len(plan.steps)} distinct steps ({est.n_todo} to do); estimated "
-                  f"{_hms(est.total)} with the `cost:` model (seconds per row; "
-                  + (f"calibrated on this machine: {source}" if source else "shipped defaults; `--calibrate` "
-                     "measures this machine") + "; see docs/experiments.md)")
-        if dry_run:
-            return
-        t0 = time.perf_counter()
-
-        left = {s.key: est.per_step[s.key] for s in plan.steps if not est.done[s.key]}
-        running: list = []  # [(index, step)] while a step runs, for the interrupt message
-        finished = [0]
-
-        def on_step(i: int, n: int, step, status: str) -> None:
-            running[:] = [(i, step)] if status == "start" else []
-            finished[0] += status == "done"
-            if status in ("start", "fail", "blocked"):
-                colour = {"start": "cyan", "fail": "red", "blocked": "yellow"}[status]
-                elapsed = _hms(time.perf_counter() - t0)
-                console.print(f"[{colour}][{i + 1}/{n}] {status} {step.kind} {step.key}[/{colour}] "
-                              f"{escape(describe_step(step))} ({elapsed} elapsed, ~{_hms(sum(left.values()))} left "
-                              f"by the cost model)", highlight=False)
-            left.pop(step.key, None) if status != "start" else None
-
-        try:
-            outcome = run_experiment(plan, on_step=on_step)
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see delia.cli.main)
-            where = ""
-            if running:
-                i, step = running[0]
-                where = f" during step {i + 1}/{len(plan.steps)} ({step.kind} {step.key}, resumable)"
-            console.print(f"[yellow]interrupted{where} after {_hms(time.perf_counter() - t0)}: {finished[0]} "
-                          f"step(s) finished in this call and every finished step is kept; rerun the same "
-                          f"command to resume[/yellow]", soft_wrap=True, highlight=False)
-            raise typer.Exit(130) from None
-        out.print(f"ran {len(outcome.ran)}, skipped {len(outcome.skipped)} finished, failed {len(outcome.failed)}, "
-                  f"blocked {len(outcome.blocked)} in {_hms(outcome.seconds)}; results: {exp.out_dir}/results.csv")
-        if report and outcome.results:
-            from delia.experiments.report import Results, build_report, main_table
-
-            path = build_report(exp.out_dir)
-            res = Results(Path(exp.out_dir))
-            typer.echo("\n".join(main_table(res, res.sets())))  # plain text: a markdown table must not wrap
-            out.print(f"report: {path}")
-        for name, err in outcome.failed.items():
-            console.print(f"[red]failed {name}: {err}[/red]")
-        if outcome.failed or outcome.blocked:
-            raise typer.Exit(1)
+        compiled = compile_task(load_task(task, overrides))
+        info = compiled.info
+        console.print(f"{task}: {info['rows']} rows ({info['train_rows']} train, {info['test_rows']} test), task "
+                      f"{info['task']}, {len(info['phrasings']['seen'])} seen + {len(info['phrasings']['unseen'])} "
+                      f"unseen phrasings -> {compiled.out}/data/; rerun: delia experiment "
+                      f"{compiled.out}/experiment.yaml", highlight=False, soft_wrap=True)
+        run_and_report(load_experiment(compiled.out / "experiment.yaml"), str(task), dry_run, True)
 
     @app.command("report")
     def report_cmd(directory: Path = typer.Argument(..., help="Experiment directory (holds results.json).")) -> None:

@@ -103,7 +103,7 @@ class Comparison:
 
 
 def pairs(gs: list[Group]) -> list[tuple[Group, Group]]:
-    """(method, reference) pairs: trained methods vs each cit-like method; delia vs original."""
+    """(method, reference) pairs: trained methods vs each cit-like method; delia vs original and vs plain."""
     live = [g for g in gs if not g.twin_of]
     refs = [g for g in live if g.method.startswith("cit")]
     out = []
@@ -115,6 +115,8 @@ def pairs(gs: list[Group]) -> list[tuple[Group, Group]]:
                 continue  # cit vs cit_steps once, not twice
             out.append((g, ref))
     out += [(g, o) for g in live if g.method == "delia" for o in live if o.method == "original"]
+    # `delia run`'s question: does DELIA beat what the user would do without it (plain instruction tuning)?
+    out += [(g, p) for g in live if g.method == "delia" for p in live if p.method == "plain"]
     return out
 
 

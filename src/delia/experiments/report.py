@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from delia.experiments import compare, drift_tables, tables
+from delia.experiments import compare, drift_tables, phrasings, tables
 from delia.experiments.compare import Group, groups, interval, md_table
 from delia.experiments.results import PAPER_ORDER, Results  # noqa: F401  (re-exported for callers)
 from delia.experiments.tables import cell, pct
@@ -51,12 +51,14 @@ def build_report(root: str | Path) -> Path:
     for part in (tables.main_table(res, gs, sets), tables.label_table(res, gs, sets), fail_lines,
                  compare.comparison_table(comps), drift_tables.drift_section(res, gs),
                  tables.seeds_table(res, gs, sets), table1(res), table2(res, sets),
-                 table3(res), table4(res, sets), tables.robustness(res, gs), ratio_table(res)):
+                 table3(res), table4(res, sets), tables.robustness(res, gs), phrasings.phrasing_section(res, gs, sets),
+                 ratio_table(res)):
         lines += part + ([""] if part else [])
     lines += ["## Figures", ""]
     for name, title in (accuracy_figure(res, gs, figs, sets, "task_valid"), difference_figure(comps, figs),
                         accuracy_figure(res, gs, figs, sets, "format_accuracy"), figure2(res, figs),
-                        figure3(res, figs), figure4(res, figs)):
+                        figure3(res, figs), figure4(res, figs),
+                        phrasings.phrasing_figure(res, gs, sets, figs)):
         if name:
             lines.append(f"![{title}](figures/{name})")
     lines += ["", "## Experiment config", "", "```yaml", exp.rstrip(), "```", ""]

@@ -121,7 +121,7 @@ def collect(dirs: dict[str, Path]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- reading an experiment back
 
-PAPER_ORDER = ["original", "random_init", "mean_init", "icl", "ctg", "dipmt", "fact_based", "dmt", "neftune",
+PAPER_ORDER = ["original", "plain", "random_init", "mean_init", "icl", "ctg", "dipmt", "fact_based", "dmt", "neftune",
                "cit", "delia", "w_all", "wo_diverse", "wo_diversified", "wo_all"]
 # per-prompt 0/1 outcomes of an enriched halu prediction, by metric name
 ROW_METRICS = {

@@ -175,3 +175,10 @@ def wo_diversified(ctx: Ctx) -> Steps:
 def wo_all(ctx: Ctx) -> Steps:
     return ctx.evaluate(ctx.train(ctx.build(ratio=0, fixed_instruction="@first")), seen=_fixed_seen(ctx))
 
+
+@method("plain", help="common instruction tuning as a user does it without delia: every row under one fixed "
+                      "phrasing, training row 1's (your instruction + format description as written, no token), "
+                      "no diverse data")
+def plain(ctx: Ctx) -> Steps:
+    # token "": the phrasing spells the format out, so the build's token checks do not apply
+    return ctx.evaluate(ctx.train(ctx.build(ratio=0, fixed_instruction="@first", token="")), seen=_fixed_seen(ctx))
