@@ -114,64 +114,6 @@ def _fit_prompts(model, tok, rows: list[EvalRow], cfg: EvalConfig, info: dict[st
     return [replace(r, prompt=prompts[i]) if i in cuts else r for i, r in enumerate(rows)]
 
 
-# ---------------------------------------------------------------- 4. parse
-
-
-def predict(row: EvalRow, gen, cfg: EvalConfig) -> dict[str, Any]:
-    """The predictions.jsonl record of one row: raw output, parse result, outcome (task_valid, label, failure,
-    budget_hit; see `outcomes`), scores."""
-    base = {"example_id": row.example_id, "instruction_id": row.instruction_id, "set": row.set, "raw": gen.text,
-            "finish_reason": gen.finish_reason, "n_new_tokens": gen.n_new_tokens}
-    if cfg.task == "translation":
-        hyp = clean_translation(gen.text, cfg.translation.first_line)
-        return {**base, "hyp": hyp, "ref": row.fields["ref"], "src": row.fields["src"],
-                "budget_hit": gen.finish_reason == "length"}
-    p = parse_output(gen.text)
-    strict_reason = check_keys(p.value, cfg.halu.keys) if p.ok else "not parsed"
-    pred = {**base, "parsed": p.ok, "strict": p.ok and strict_reason is None, "pred_label": extract_label(
-        p.value, cfg.halu.label_key), "gold_label": row.fields["gold_label"], "method": p.method,
-        "value": p.value, "reason": p.reason, "strict_reason": strict_reason}
-    return {**pred, **outcomes.outcome(pred)}
-
-
-# ---------------------------------------------------------------- 5. metrics
-
-
-def _with_ci(name: str, rows: list[dict], cfg: EvalConfig) -> dict[str, float | int]:
-    return M.interval(name, rows, cfg.bootstrap, cfg.seed, cfg.ci_level)
-
-
-def halu_metrics(preds: list[dict], cfg: EvalConfig) -> dict[str, Any]:
-    """Per set (with CIs), per phrasing, robustness, failure and finish reasons (`outcomes.halu_metrics`)."""
-    return outcomes.halu_metrics(preds, cfg.bootstrap, cfg.seed, cfg.ci_level)
-
-
-def translation_metrics(preds: list[dict], cfg: EvalConfig) -> dict[str, Any]:
-    """BLEU and chrF++ with CIs; BLEURT / COMET when a local checkpoint is configured."""
-    from delia.evaluation import neural
-
-    t = cfg.translation
-    names = ["bleu", "chrf++"]
-    if t.bleurt_checkpoint:
-        for p, s in zip(preds, neural.bleurt_scores([p["hyp"] for p in preds], [p["ref"] for p in preds],
-                                                    t.bleurt_checkpoint)):
-            p["bleurt"] = s
-        names.append("bleurt")
-    if t.comet_checkpoint:
-        for p, s in zip(preds, neural.comet_scores([p["src"] for p in preds], [p["hyp"] for p in preds],
-                                                   [p["ref"] for p in preds], t.comet_checkpoint)):
-            p["comet"] = s
-        names.append("comet")
-    out: dict[str, Any] = {"sets": {}}
-    for s in dict.fromkeys(p["set"] for p in preds):
-        rows = [p for p in preds if p["set"] == s]
-        out["sets"][s] = {n: _with_ci(n, rows, cfg) for n in names}
-        out["sets"][s]["empty_outputs"] = sum(not p["hyp"] for p in rows)
-        out["sets"][s]["finish_reasons"] = outcomes.counts(rows)["finish_reasons"]
-        out["sets"][s]["budget_hits"] = outcomes.budget_hits(rows)
-    return out
-
-
 # ---------------------------------------------------------------- 3. generation (cached)
 
 
