@@ -41,7 +41,7 @@ TRAIN = [
 EVAL = [
     ("eval_batch_zero", "generation:\n  batch_size: 0\n", "generation.batch_size and generation.max_new_tokens"),
     ("eval_instructions", "halu:\n  instructions: 'sen:1'\n", "unknown set 'sen'"),
-    ("eval_task", "task: summarise\n", "task: 'summarise' is not one of"),
+    ("eval_task", "task: summarise\n", "unknown task 'summarise'"),
     ("eval_ci", "ci_level: 1.5\n", "ci_level in (0, 1)"),
     ("eval_dtype", "dtype: fp8\n", "dtype: 'fp8' is not one of"),
 ]
