@@ -124,3 +124,9 @@ def test_metrics_are_registered():
     names = set(M.METRICS)
     assert {"format_accuracy", "format_accuracy_strict", "label_accuracy", "label_precision", "label_recall",
             "label_f1", "bleu", "chrf++", "bleurt", "comet"} <= names
+
+
+def test_majority_class_counts_any_label_set():
+    # a user's label task (not halu's yes/no): the floor is the most frequent gold label's share
+    rows = [{"gold_label": g, "example_id": str(i)} for i, g in enumerate(["english"] * 3 + ["icelandic"])]
+    assert M.compute("majority_class", rows) == pytest.approx(0.75)

@@ -101,8 +101,10 @@ _add(Metric("label_macro_f1", "halu", _confusion, _macro_f1),
 
 
 def _gold_counts(rows) -> np.ndarray:
-    return np.array([[r["gold_label"] == c for c in LABELS] + [1] for r in rows],
-                    dtype=np.float64).reshape(len(rows), len(LABELS) + 1)
+    # the gold labels present (not halu's yes/no only), so any label task's floor is right
+    labels = sorted({r["gold_label"] for r in rows}, key=str)
+    return np.array([[r["gold_label"] == c for c in labels] + [1] for r in rows],
+                    dtype=np.float64).reshape(len(rows), len(labels) + 1)
 
 
 _add(Metric("majority_class", "halu", _gold_counts, lambda s: _ratio(max(s[:-1]), s[-1])),
