@@ -130,3 +130,11 @@ def test_majority_class_counts_any_label_set():
     # a user's label task (not halu's yes/no): the floor is the most frequent gold label's share
     rows = [{"gold_label": g, "example_id": str(i)} for i, g in enumerate(["english"] * 3 + ["icelandic"])]
     assert M.compute("majority_class", rows) == pytest.approx(0.75)
+
+
+def test_macro_f1_over_any_label_set():
+    # english: tp 1, pred 1, gold 3 -> F1 1/2; icelandic: tp 1, pred 2, gold 1 -> F1 2/3 (an invalid reply
+    # predicts nothing but its gold label counts)
+    rows = [{"label": "english", "gold_label": "english"}, {"label": "icelandic", "gold_label": "english"},
+            {"label": "icelandic", "gold_label": "icelandic"}, {"label": None, "gold_label": "english"}]
+    assert M.compute("label_macro_f1", rows) == pytest.approx((2 * 1 / (1 + 3) + 2 * 1 / (2 + 1)) / 2)

@@ -83,9 +83,19 @@ def _f1(tp: float, pred: float, gold: float) -> float:
     return _ratio(2 * tp, pred + gold)  # = 2TP / (2TP + FP + FN)
 
 
+def _confusion_any(rows) -> np.ndarray:
+    # _confusion over the labels that occur (gold, or predicted by a task-valid reply): any label set, not only
+    # halu's yes/no; for halu the same classes, so the same macro-F1
+    labels = sorted({r["gold_label"] for r in rows} | {r["label"] for r in rows if r["label"] is not None}, key=str)
+    return np.array([[f(r, c) for c in labels for f in (lambda r, c: r["label"] == c and r["gold_label"] == c,
+                                                         lambda r, c: r["label"] == c,
+                                                         lambda r, c: r["gold_label"] == c)]
+                     for r in rows], dtype=np.float64).reshape(len(rows), 3 * len(labels))
+
+
 def _macro_f1(s: np.ndarray) -> float:
     # mean F1 over the classes that occur among the gold or predicted labels (sklearn's macro average)
-    f1s = [_f1(*s[3 * i:3 * i + 3]) for i in range(len(LABELS)) if s[3 * i + 1] + s[3 * i + 2] > 0]
+    f1s = [_f1(*s[3 * i:3 * i + 3]) for i in range(len(s) // 3) if s[3 * i + 1] + s[3 * i + 2] > 0]
     return float(np.mean(f1s)) if f1s else math.nan
 
 
@@ -96,7 +106,7 @@ _add(Metric("label_recall", "halu", _confusion, lambda s: _ratio(s[0], s[2])),
 _add(Metric("label_f1", "halu", _confusion, lambda s: _f1(s[0], s[1], s[2])),
      "F1 of 'hallucination: yes' = 2TP / (2TP + FP + FN)")
 _add(Metric("label_f1_no", "halu", _confusion, lambda s: _f1(s[3], s[4], s[5])), "F1 of 'hallucination: no'")
-_add(Metric("label_macro_f1", "halu", _confusion, _macro_f1),
+_add(Metric("label_macro_f1", "halu", _confusion_any, _macro_f1),
      "mean of the per-class F1 over the classes present among gold or predicted labels")
 
 
