@@ -69,3 +69,30 @@ def test_an_interrupt_says_which_step_and_the_rerun_resumes(make_exp, fake_stage
     res = CliRunner().invoke(app, ["experiment", str(cfg)])
     assert res.exit_code == 0 and "failed 0, blocked 0" in " ".join(res.output.split()), res.output
     assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # and were not run again
+
+
+def test_collect_gathers_a_grid_run_in_parts(make_exp, fake_stages, tmp_path):
+    """Each part (narrowed by overrides) writes results for its own runs only; --collect gathers them all
+    without running anything, and says which runs are not finished."""
+    import json
+
+    cfg = _write(make_exp, tmp_path)
+    results = tmp_path / "exp/results.json"
+    for part in ("grid.methods=[original,cit]", "grid.methods=[delia]"):
+        assert CliRunner().invoke(app, ["experiment", str(cfg), part]).exit_code == 0
+    assert [r["method"] for r in json.loads(results.read_text())] == ["delia"]
+    calls = sum(fake_stages.calls.values())
+    res = CliRunner().invoke(app, ["experiment", str(cfg), "grid.seeds=[42,43]", "--collect"])
+    assert res.exit_code == 0, res.output
+    assert sum(fake_stages.calls.values()) == calls  # ran nothing
+    assert sorted(r["method"] for r in json.loads(results.read_text())) == ["cit", "delia", "original"]
+    out = " ".join(res.output.split())
+    assert "collected 3 of 5 runs" in out and "not finished yet" in out and "seed43" in out.replace("_", "")
+    assert (tmp_path / "exp/report.md").exists()
+    assert "43" in (tmp_path / "exp/experiment.yaml").read_text()
+
+
+def test_collect_before_any_run_is_a_clear_error(make_exp, tmp_path):
+    res = CliRunner().invoke(app, ["experiment", str(_write(make_exp, tmp_path)), "--collect"])
+    text = " ".join(res.output.replace("│", " ").split())
+    assert res.exit_code != 0 and "no steps/ here yet; run the experiment first" in text

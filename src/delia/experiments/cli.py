@@ -40,9 +40,10 @@ def _hms(secs: float) -> str:
 
 
 def run_and_report(exp, label: str, dry_run: bool = False, report: bool = True, only: str | None = None,
-                   calibrate: bool = False) -> None:
+                   calibrate: bool = False, collect: bool = False) -> None:
     """Plan `exp`, print the plan and its estimate, run it (unless `dry_run`) and write the report; the body of
-    `delia experiment`, shared with `delia run`. `label` names the config in error messages."""
+    `delia experiment`, shared with `delia run`. `label` names the config in error messages. `collect`: run
+    nothing, gather the plan's finished runs into results and the report."""
     import time
 
     from rich.markup import escape
@@ -57,6 +58,9 @@ def run_and_report(exp, label: str, dry_run: bool = False, report: bool = True, 
         plan = expand(exp)  # checks every method's options and recipe before anything runs
     except ConfigError as e:
         raise ConfigError(f"{label}: {e}") from None
+    if collect:
+        _collect(plan, report)
+        return
     if only:
         from delia.experiments.plan import Plan
         from delia.experiments.stages import SPECS
@@ -122,6 +126,29 @@ def run_and_report(exp, label: str, dry_run: bool = False, report: bool = True, 
         raise typer.Exit(1)
 
 
+def _collect(plan, report: bool) -> None:
+    """Results and report for the whole plan from its finished steps, running nothing: after a grid was run in
+    parts (`--only`, or narrowed by overrides such as grid.seeds=[1]), each of which wrote results for its part."""
+    import yaml
+
+    from delia.config import to_dict
+    from delia.experiments.runner import git_info, write_results
+
+    root = Path(plan.exp.out_dir)
+    if not (root / "steps").is_dir():
+        raise typer.BadParameter(f"{root}: no steps/ here yet; run the experiment first", param_hint="--collect")
+    (root / "experiment.yaml").write_text(yaml.safe_dump(to_dict(plan.exp), sort_keys=False))
+    results = write_results(plan, git_info())
+    missing = [r.id for r in plan.runs if r.id not in {x["run"] for x in results}]
+    console.print(f"collected {len(results)} of {len(plan.runs)} runs into {root}/results.csv"
+                  + (f"; not finished yet: {', '.join(missing)}" if missing else ""), highlight=False,
+                  soft_wrap=True)
+    if report and results:
+        from delia.experiments.report import build_report
+
+        console.print(f"report: {build_report(root)}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("experiment")
     def experiment_cmd(
@@ -135,9 +162,12 @@ def register(app: typer.Typer) -> None:
                                                       "subset, slice, build, transform, train, eval, "
                                                       "drift_answers, drift), e.g. `--only sample,slice,subset,"
                                                       "build,train` trains now and evaluates later."),
+        collect: bool = typer.Option(False, "--collect", help="Run nothing: gather every finished run of the "
+                                                              "config into results.csv and the report (after "
+                                                              "running it in parts)."),
     ) -> None:
         """Run a grid of methods x sizes x ratios x seeds; finished steps are skipped, so reruns resume."""
-        run_and_report(load_experiment(config, overrides), str(config), dry_run, report, only, calibrate)
+        run_and_report(load_experiment(config, overrides), str(config), dry_run, report, only, calibrate, collect)
 
     @app.command("run")
     def run_cmd(
