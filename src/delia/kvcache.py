@@ -49,7 +49,6 @@ def growing_layer_class():
             self._vbuf, self._nv = t, self._length(t)
 
         def update(self, key_states, value_states, *args, **kwargs):
-            import torch
 
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)

@@ -39,7 +39,7 @@ def budget_lines(m: dict[str, Any]) -> list[str]:
     if b.get("source") == "data":
         p99 = b.get("p99_gold_tokens")
         line += (f" (from the data: {b['rule']}; p99 {p99:.0f}, max {b['max_gold_tokens']} over {b['n_gold']} "
-                 f"{b['gold_from']})" if p99 is not None else f" (no gold replies found: the floor)")
+                 f"{b['gold_from']})" if p99 is not None else " (no gold replies found: the floor)")
     else:
         line += " (configured)"
     return [line] + [f"- **budget hit** {w}" for w in budget_warnings(m.get("sets", {}), b.get("max_new_tokens"))]

@@ -10,7 +10,6 @@ the token-weighted `drift_nll` column of results.csv.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -87,7 +87,6 @@ SPECS: dict[str, StageSpec] = {
 }
 
 
-from delia.mixing.manifest import sha256_file  # noqa: E402  (content hash of an input; one implementation)
 
 
 def _paths(kind: str, inputs: dict[str, Path], out: Path | None) -> dict[str, Any]:
