@@ -49,7 +49,6 @@ def growing_layer_class():
             self._vbuf, self._nv = t, self._length(t)
 
         def update(self, key_states, value_states, *args, **kwargs):
-
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
             n, add = self._nk, key_states.shape[-2]

@@ -87,6 +87,7 @@ SPECS: dict[str, StageSpec] = {
 }
 
 
+from delia.mixing.manifest import sha256_file  # noqa: E402, F401  (re-exported for plan.py: one content hash)
 
 
 def _paths(kind: str, inputs: dict[str, Path], out: Path | None) -> dict[str, Any]:
