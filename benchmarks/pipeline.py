@@ -35,6 +35,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -245,6 +246,7 @@ def main() -> None:
                                       "full_queries": full_queries, "full_steps": full_steps, "slice_rows": counts,
                                       "load_avg_before": load, "results": res, "measured": measured,
                                       "extrapolated_total_s": tot}, indent=1, default=str) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _measured(exp_dir: Path, steps: dict[str, Any]) -> dict[str, float]:
