@@ -16,6 +16,12 @@ matmul peak (benchmarks/common.py), counting either the new tokens' forward FLOP
 
     flock /tmp/delia-cpu.lock python benchmarks/sampling.py --quick      # < 3 min
     flock /tmp/delia-cpu.lock python benchmarks/sampling.py --n 64 --max-new-tokens 64 --batch-size 32
+
+`--no-native-bf16` runs the same on a CPU with native bf16 made to behave like one without it (an AVX-512 CPU
+without BF16, emulated: benchmarks/common.py NO_NATIVE_BF16_ENV); the model then loads in fp32, as delia's
+`dtype: auto` picks there, and the header says that the run is emulated and whether bf16 matmuls did slow down:
+
+    flock /tmp/delia-cpu.lock python benchmarks/sampling.py --quick --no-native-bf16
 """
 
 from __future__ import annotations
@@ -28,7 +34,15 @@ import time
 from pathlib import Path
 
 import torch
-from common import best_dtype, block_flops, forward_flops_per_token, matmul_peak  # benchmarks/common.py
+from common import (  # benchmarks/common.py
+    add_no_native_bf16,
+    best_dtype,
+    block_flops,
+    cpu_header,
+    emulate_no_native_bf16,
+    forward_flops_per_token,
+    matmul_peak,
+)
 
 from delia.generation import GenParams, render_prompt
 from delia.models import DEFAULT_MODEL, load
@@ -99,7 +113,10 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], choices=["generate", "generate_batch", "llama_cpp"],
                     help="peers not to run")
     ap.add_argument("--json", default=None, help="also write the results here")
+    add_no_native_bf16(ap)
     args = ap.parse_args()
+    if args.no_native_bf16:
+        emulate_no_native_bf16()  # restarts this process with the settings in place
     if args.quick:
         args.n, args.max_new_tokens = 32, 32
     if args.threads:
@@ -140,7 +157,9 @@ def main() -> None:
     timed("delia transformers engine",
           lambda: sum(g.n_new_tokens for g in engine.generate(prompts, params)))
 
-    peak = matmul_peak(dtype)
+    peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    peak = peak16 if dtype == torch.bfloat16 else peak32  # the dtype the engines ran in
+    header, cpu_info = cpu_header(peak32, peak16, args.no_native_bf16, dtype)
     cfg, n_prompt = model.config, sum(len(e) for e in enc)
     mean_ctx = sum(len(e) for e in enc) / len(enc) + args.max_new_tokens / 2
     prompt_flops = n_prompt * (block_flops(cfg) + 4 * cfg.num_hidden_layers * mean_ctx / 2 * cfg.hidden_size)
@@ -148,7 +167,9 @@ def main() -> None:
           f"tokens), max_new_tokens {args.max_new_tokens}, batch {args.batch_size}, T=0.7 top-p 0.95, torch threads "
           f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}, "
           f"{platform.processor() or platform.machine()}")
-    print(f"matmul peak ({str(dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads): {peak:.0f} GFLOP/s")
+    print("\n".join(header))
+    print(f"matmul peak ({str(dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads): {peak:.0f} GFLOP/s "
+          f"(the % columns below are shares of this peak)")
     print(f"{'engine':<52} {'new tok':>8} {'seconds':>8} {'tok/s':>8} {'%peak new':>9} {'%peak all':>9}")
     for r in rows:
         if "error" in r:
@@ -161,7 +182,7 @@ def main() -> None:
         print(f"{r['engine']:<52} {r['new_tokens']:>8} {r['seconds']:>8.1f} {r['tokens_per_s']:>8.1f} "
               f"{r['peak_share_new']:>9.1%} {r['peak_share_all']:>9.1%}")
     result = {"n": len(prompts), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
-              "dtype": str(dtype), "threads": torch.get_num_threads(), "peak_gflops": peak, "rows": rows}
+              "dtype": str(dtype), "threads": torch.get_num_threads(), "peak_gflops": peak, **cpu_info, "rows": rows}
     ok = [r for r in rows if "tokens_per_s" in r]
     if len(ok) >= 2 and ok[-1]["engine"].startswith("delia"):
         best = max(ok[:-1], key=lambda r: r["tokens_per_s"])

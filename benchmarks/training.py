@@ -9,6 +9,13 @@ against fp32 and bf16 matmul peaks measured here (benchmarks/common.py) and agai
 
     flock /tmp/delia-cpu.lock python benchmarks/training.py --quick        # < 3 min
     flock /tmp/delia-cpu.lock python benchmarks/training.py [--rows 24 --steps 3 --rows-per-step 8]
+
+`--no-native-bf16` runs the same on a CPU with native bf16 made to behave like one without it (an AVX-512 CPU
+without BF16, emulated: benchmarks/common.py NO_NATIVE_BF16_ENV): the plain run's "defaults for this hardware"
+and delia's `precision: auto` are then fp32, MFU is against the fp32 peak, and the header says that the run is
+emulated and whether bf16 matmuls did slow down:
+
+    flock /tmp/delia-cpu.lock python benchmarks/training.py --quick --no-native-bf16
 """
 
 from __future__ import annotations
@@ -23,7 +30,13 @@ from pathlib import Path
 
 import torch
 
-from common import forward_flops_per_token, matmul_peak  # benchmarks/common.py (this script's folder)
+from common import (  # benchmarks/common.py (this script's folder)
+    add_no_native_bf16,
+    cpu_header,
+    emulate_no_native_bf16,
+    forward_flops_per_token,
+    matmul_peak,
+)
 
 
 def train_flops_per_token(config, seq_len: float) -> float:
@@ -120,7 +133,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="16 rows, 3 steps of 4 rows, no fp32/bf16 step timing "
                                                          "(< 3 min on 2 cores)")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
+    add_no_native_bf16(ap)
     a = ap.parse_args()
+    if a.no_native_bf16:
+        emulate_no_native_bf16()  # restarts this process with the settings in place
     if a.quick:
         a.rows, a.steps, a.rows_per_step = 16, 3, 4
     if a.threads:
@@ -171,6 +187,10 @@ def main() -> None:
         "load_avg_before": round(load_before, 2), "load_avg_after": round(os.getloadavg()[0], 2),
         "step_s_fp32": round(t32, 2), "step_s_bf16_autocast": round(t16, 2), "bf16_speedup": round(t32 / t16, 2),
     }
+    header, cpu_info = cpu_header(peak32, peak16, a.no_native_bf16,
+                                  torch.bfloat16 if cpu_supports_bf16() else torch.float32)
+    res.update(cpu_info)
+    print("\n".join(header))
     print(f"{'':28}{'plain TRL':>12}{'delia':>12}")
     print(f"{'tokens/s (non-pad)':28}{plain_tps:12.1f}{delia_tps:12.1f}   ratio {delia_tps / plain_tps:.2f}x")
     print(f"{'padding fraction':28}{plain_pad:12.3f}{meta['batch']['expected_padding_fraction']:12.3f}")
@@ -178,7 +198,9 @@ def main() -> None:
           f"   (peak {peak32:.0f} GFLOP/s)")
     print(f"{'MFU vs bf16 peak':28}{plain_tps * fpt / 1e9 / peak16:12.1%}{res['delia_mfu_vs_bf16_peak']:12.1%}"
           f"   (peak {peak16:.0f} GFLOP/s, native bf16: {cpu_supports_bf16()}; plain TRL bf16: {cpu_supports_bf16()})")
-    print(f"torch threads {torch.get_num_threads()}; best-dtype peak {best_peak:.0f} GFLOP/s")
+    print(f"{'MFU vs best-dtype peak':28}{res['plain_mfu_vs_best_peak']:12.1%}{res['delia_mfu_vs_best_peak']:12.1%}"
+          f"   (peak {best_peak:.0f} GFLOP/s, {'bf16' if cpu_supports_bf16() else 'fp32'}; torch threads "
+          f"{torch.get_num_threads()})")
     print(f"LoRA step on 4 rows: fp32 {t32:.2f}s, bf16 autocast {t16:.2f}s ({t32 / t16:.2f}x); "
           f"delia chose {meta['precision']}")
     print(f"1-min load average: {load_before:.1f} before, {res['load_avg_after']:.1f} after (2 cores; >2 = contended)")

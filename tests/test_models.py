@@ -147,6 +147,30 @@ def test_resolve_dtype(monkeypatch):
         models.resolve_dtype("int8")
 
 
+def test_native_bf16_override(monkeypatch):
+    """DELIA_NATIVE_BF16 wins over the CPU detection both ways, and every 'auto' follows it."""
+    from delia.errors import UserError
+    from delia.training.train import resolve_bf16
+
+    if torch.cuda.is_available():
+        pytest.skip("auto follows the GPU here")
+    monkeypatch.delenv(models.NATIVE_BF16_ENV, raising=False)
+    detected = models.cpu_supports_bf16()
+    for value, native in (("0", False), ("1", True), (" 0 ", False)):
+        monkeypatch.setenv(models.NATIVE_BF16_ENV, value)
+        assert models.cpu_supports_bf16() is native
+        assert models.resolve_dtype("auto") == (torch.bfloat16 if native else torch.float32)
+        assert resolve_bf16("auto") is native  # training precision auto
+        assert models.resolve_dtype("fp32") == torch.float32 and models.resolve_dtype("bf16") == torch.bfloat16
+    monkeypatch.setenv(models.NATIVE_BF16_ENV, "")  # empty = unset: detect
+    assert models.cpu_supports_bf16() is detected
+    for bad in ("yes", "true", "2", "fp32"):
+        monkeypatch.setenv(models.NATIVE_BF16_ENV, bad)
+        with pytest.raises(models.NativeBf16Error, match=f"DELIA_NATIVE_BF16={bad!r}: expected 0") as e:
+            models.resolve_dtype("auto")
+        assert isinstance(e.value, UserError) and isinstance(e.value, ValueError)  # the CLI prints it, no traceback
+
+
 @pytest.mark.slow
 def test_embedded_model_loads_from_package_and_answers(tmp_path, monkeypatch):
     monkeypatch.setenv("DELIA_CACHE", str(tmp_path))

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from delia.errors import UserError
+
 if TYPE_CHECKING:  # torch is imported inside the functions that use it: `delia --help` must not load it
     import torch
 
@@ -150,12 +152,28 @@ def ensure_local(name_or_path: str) -> str:
 # ---------------------------------------------------------------- dtype
 
 
+NATIVE_BF16_ENV = "DELIA_NATIVE_BF16"  # "0" / "1": treat this CPU as one without / with native bf16
+
+
+class NativeBf16Error(UserError, ValueError):
+    """DELIA_NATIVE_BF16 holds something other than 0 or 1."""
+
+
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 matmul (AVX-512 BF16 or AMX).
 
     Without it bf16 is emulated and several times *slower* than fp32 (measured on an AVX-512 Ice Lake
-    without BF16: 55 vs 203 GFLOP/s), so 'auto' must not pick bf16 there.
+    without BF16: 55 vs 203 GFLOP/s), so 'auto' must not pick bf16 there. `DELIA_NATIVE_BF16=0|1` overrides the
+    detection for the whole process: an environment variable (not a config field) because it describes the
+    machine, like CUDA_VISIBLE_DEVICES, and must reach every stage and the benchmarks' "defaults for this
+    hardware" alike (e.g. `benchmarks/*.py --no-native-bf16` emulates a CPU without native bf16).
     """
+    override = os.environ.get(NATIVE_BF16_ENV, "").strip()
+    if override:
+        if override not in ("0", "1"):
+            raise NativeBf16Error(f"{NATIVE_BF16_ENV}={override!r}: expected 0 (no native bf16: dtype/precision "
+                                  f"auto pick fp32), 1 (native bf16: auto picks bf16), or unset (detect)")
+        return override == "1"
     import torch
 
     cpu = getattr(torch, "cpu", None)
