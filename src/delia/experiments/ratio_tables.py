@@ -239,7 +239,7 @@ def ratio_figure(eff: Effects | None, figs: Path) -> tuple[str | None, str]:
                 ax.plot([0, xs[0]], [start.scores[m].mean * scale, ys[0]], ":", color=line[0].get_color())
             one = [k for k, p in enumerate(pts) if len(p.group.runs) == 1]
             if one:
-                ax.plot([xs[k] for k in one], ys[one], "o", mfc="white", color=line[0].get_color())
+                ax.plot([xs[k] for k in one], ys[one], "o", mfc="white", color=line[0].get_color(), zorder=5)
         if m == "label_accuracy" and not math.isnan(eff.majority):
             ax.axhline(100 * eff.majority, color="gray", ls="--", lw=1, label="majority class")
         if m == "drift_nll" and not math.isnan(eff.base_nll):
