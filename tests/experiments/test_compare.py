@@ -101,3 +101,13 @@ def test_pairs_cover_every_cit_like_reference_once():
     got = {(a.method, b.method) for a, b in pairs(list(g.values()))}
     assert got == {("cit_steps", "cit"), ("delia", "cit"), ("wo_all", "cit"), ("delia", "cit_steps"),
                    ("wo_all", "cit_steps"), ("delia", "original")}
+
+
+def test_an_equal_steps_control_pairs_only_at_its_own_ratio():
+    gs = [Group("original", None, [{}], False), Group("cit", None, [{}], True),
+          *(Group(m, r, [{}], True) for m in ("delia", "cit_steps") for r in (3.0, 10.0))]
+    got = {(a.label, b.label) for a, b in pairs(gs)}
+    assert got == {("delia (ratio 3)", "cit"), ("delia (ratio 10)", "cit"), ("cit_steps (ratio 3)", "cit"),
+                   ("cit_steps (ratio 10)", "cit"), ("delia (ratio 3)", "cit_steps (ratio 3)"),
+                   ("delia (ratio 10)", "cit_steps (ratio 10)"), ("delia (ratio 3)", "original"),
+                   ("delia (ratio 10)", "original")}

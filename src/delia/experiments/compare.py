@@ -19,6 +19,10 @@ from delia.experiments.stats import NAN, Interval, cluster_bootstrap
 METRIC_NAMES = {"task_valid": "task-valid", "label_accuracy": "label accuracy",
                 "format_accuracy": "lenient format", "format_accuracy_strict": "exact keys"}
 
+# said wherever a one-seed method's interval is shown (verdict, effects by ratio)
+ONE_SEED = ("With one training seed on a side, an interval covers the sampling of test examples only, not the spread "
+            "between training runs (which at 100 rows is several points): run >= 3 seeds before trusting a difference.")
+
 
 @dataclass
 class Group:
@@ -103,7 +107,8 @@ class Comparison:
 
 
 def pairs(gs: list[Group]) -> list[tuple[Group, Group]]:
-    """(method, reference) pairs: trained methods vs each cit-like method; delia vs original and vs plain."""
+    """(method, reference) pairs: trained methods vs each cit-like method (at the same ratio when both have one);
+    delia vs original and vs plain."""
     live = [g for g in gs if not g.twin_of]
     refs = [g for g in live if g.method.startswith("cit")]
     out = []
@@ -113,6 +118,8 @@ def pairs(gs: list[Group]) -> list[tuple[Group, Group]]:
                 continue
             if g.method.startswith("cit") and live.index(g) < live.index(ref):
                 continue  # cit vs cit_steps once, not twice
+            if None not in (g.ratio, ref.ratio) and g.ratio != ref.ratio:
+                continue  # an equal-steps control is DELIA's twin at its own ratio, never at another
             out.append((g, ref))
     out += [(g, o) for g in live if g.method == "delia" for o in live if o.method == "original"]
     # `delia run`'s question: does DELIA beat what the user would do without it (plain instruction tuning)?
@@ -188,9 +195,7 @@ def verdict(comps: list[Comparison], majority: dict[str, float], budget_cells: l
         lines.append(line + f" — {t.diff.n_clusters} examples, {t.diff.n_keys} prompts, "
                             f"{t.a.seeds} vs {t.b.seeds} seeds.")
     if any(g.trained and g.seeds < 2 for c in focus for g in (c.a, c.b)):
-        lines += ["", "With one training seed on a side, an interval covers the sampling of test examples only, not "
-                      "the spread between training runs (which at 100 rows is several points): run >= 3 seeds "
-                      "before trusting a difference."]
+        lines += ["", ONE_SEED]
     sig = [c for c in comps if c.diff.significant]
     lines += ["", f"Of {len(comps)} paired comparisons (table below), {len(sig)} "
                   f"{'is' if len(sig) == 1 else 'are'} significant"

@@ -45,12 +45,14 @@ def _matrix(res: Results, runs: list[dict[str, Any]], metric: str,
     return np.array([[t[k][metric] for k in keys] for t in per]), keys
 
 
-def _interval(res: Results, g: Group, metric: str) -> Interval:
+def drift_interval(res: Results, g: Group, metric: str) -> Interval:
+    """A group's mean per-query `metric` ("nll" or "leak") over queries and seeds, with its cluster bootstrap."""
     a, keys = _matrix(res, g.runs, metric)
     return cluster_bootstrap(a, keys) if keys else NAN
 
 
-def _paired(res: Results, a: Group, b: Group, metric: str) -> Interval:
+def drift_paired(res: Results, a: Group, b: Group, metric: str) -> Interval:
+    """Paired per-query difference A - B of `metric` over the queries both have."""
     _, ka = _matrix(res, a.runs, metric)
     _, kb = _matrix(res, b.runs, metric)
     keys = sorted(set(ka) & set(kb))
@@ -68,7 +70,7 @@ def drift_section(res: Results, gs: list[Group]) -> list[str]:
     live = [g for g in gs if not g.twin_of]
     rows = []
     for g in live:
-        nll, leak = _interval(res, g, "nll"), _interval(res, g, "leak")
+        nll, leak = drift_interval(res, g, "nll"), drift_interval(res, g, "leak")
         if not nll.n_keys:
             continue
         rows.append([g.label, str(g.seeds), f"{_f(nll.mean)} [{_f(nll.low)}, {_f(nll.high)}]",
@@ -86,7 +88,7 @@ def drift_section(res: Results, gs: list[Group]) -> list[str]:
                                                for o in live if o.method == "original"]
     for a, b in refs:
         for metric, scale, name in (("nll", 1.0, "drift NLL"), ("leak", 100.0, "leak %")):
-            d = _paired(res, a, b, metric)
+            d = drift_paired(res, a, b, metric)
             if d.n_keys:
                 diffs.append([a.label, b.label, name, f"{scale * d.mean:+.3f}" if scale == 1 else f"{scale * d.mean:+.1f}",
                               f"[{scale * d.low:+.3f}, {scale * d.high:+.3f}]" if scale == 1 else
@@ -104,7 +106,7 @@ def drift_verdict(res: Results, gs: list[Group]) -> list[str]:
     for a, b in pairs(live):
         if a.method != "delia":
             continue
-        d = _paired(res, a, b, "nll")
+        d = drift_paired(res, a, b, "nll")
         if d.n_keys:
             out.append(f"- **{a.label} vs {b.label}**, drift from the base (NLL of the base's own answers to "
                        f"{d.n_keys} held-out queries): {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}], "

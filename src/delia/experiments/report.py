@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from delia.experiments import compare, drift_tables, phrasings, tables
+from delia.experiments import compare, drift_tables, phrasings, ratio_tables, tables
 from delia.experiments.compare import Group, groups, interval, md_table
 from delia.experiments.results import PAPER_ORDER, Results  # noqa: F401  (re-exported for callers)
 from delia.experiments.tables import cell, pct
@@ -42,20 +42,24 @@ def build_report(root: str | Path) -> Path:
     fail_lines, budget_cells = tables.failure_table(res, gs, sets)
     every = [r for g in gs for r in g.runs]
     majority = {s: tables.majority(res, every, s) for s in sets}
+    effects = ratio_tables.effects(res, gs, sets)
     lines = [f"# Experiment report: `{root}`", "",
              f"{len(res.rows)} runs; methods {', '.join(res.methods)}; sizes {res.sizes or '–'}; "
              f"ratios {res.ratios or '–'}. Rebuilt from saved results only.", ""]
     lines += compare.verdict(comps, majority, budget_cells) if sets else []
     drift_lines = drift_tables.drift_verdict(res, gs)
     lines += (drift_lines + [""]) if drift_lines else []
+    lines += ratio_tables.coverage(effects)
     for part in (tables.main_table(res, gs, sets), tables.label_table(res, gs, sets), fail_lines,
                  compare.comparison_table(comps), drift_tables.drift_section(res, gs),
+                 ratio_tables.ratio_section(effects),
                  tables.seeds_table(res, gs, sets), table1(res), table2(res, sets),
                  table3(res), table4(res, sets), tables.robustness(res, gs), phrasings.phrasing_section(res, gs, sets),
                  ratio_table(res)):
         lines += part + ([""] if part else [])
     lines += ["## Figures", ""]
     for name, title in (accuracy_figure(res, gs, figs, sets, "task_valid"), difference_figure(comps, figs),
+                        ratio_tables.ratio_figure(effects, figs),
                         accuracy_figure(res, gs, figs, sets, "format_accuracy"), figure2(res, figs),
                         figure3(res, figs), figure4(res, figs),
                         phrasings.phrasing_figure(res, gs, sets, figs)):
@@ -72,14 +76,27 @@ def main_table(res: Results, sets: list[str]) -> list[str]:
     return tables.main_table(res, groups(res), sets)
 
 
+def _rows_by_ratio(res: Results) -> list[tuple[str, str, float | None]]:
+    """(row label, method, ratio) per method: one row per ratio when a method ran at several (labelled with the
+    ratio), else the method at its largest ratio under its own name."""
+    out = []
+    for m in res.methods:
+        ratios = sorted({r["ratio"] for r in res.rows if r["method"] == m and r["ratio"] is not None})
+        if len(ratios) > 1:
+            out += [(f"{m} (ratio {x:g})", m, x) for x in ratios]
+        else:
+            out.append((m, m, None))
+    return out
+
+
 def table1(res: Results) -> list[str]:
     """Table 1: L2 between the special token's hidden state and 'json'/'thought' at first/middle/last block."""
     rows = []
-    for m in res.methods:
-        runs = res.pick(m)
+    for label, m, ratio in _rows_by_ratio(res):
+        runs = res.pick(m, ratio=ratio)
         if res.mean(runs, "l2.json.middle") is None:
             continue
-        rows.append([m, *(_num(res.mean(runs, f"l2.{w}.{k}"), 1) for w in ("json", "thought")
+        rows.append([label, *(_num(res.mean(runs, f"l2.{w}.{k}"), 1) for w in ("json", "thought")
                           for k in ("first", "middle", "last")), _num(res.mean(runs, "l2.mean.middle"), 1)])
     if not rows:
         return []
@@ -93,8 +110,8 @@ def table2(res: Results, sets: list[str]) -> list[str]:
     if not res.sizes or not sets:
         return []
     s = sets[1] if len(sets) > 1 else sets[0]
-    rows = [[m, *(cell(interval(res, res.pick(m, size=n), s, "task_valid")) for n in res.sizes)] for m in res.methods
-            if any(res.pick(m, size=n) for n in res.sizes)]
+    rows = [[label, *(cell(interval(res, res.pick(m, size=n, ratio=x), s, "task_valid")) for n in res.sizes)]
+            for label, m, x in _rows_by_ratio(res) if any(res.pick(m, size=n, ratio=x) for n in res.sizes)]
     return ([f"## Table 2: task-valid accuracy (%) on the `{s}` phrasings by data size", ""] +
             md_table(["method", *(f"{n} rows" for n in res.sizes)], rows))
 
