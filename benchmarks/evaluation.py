@@ -38,7 +38,7 @@ def bench_bootstrap(n_sent: int, resamples: int) -> None:
     refs = [r["ref"] for r in rows]
     # a degraded system: every fourth word dropped
     hyps = [" ".join(w for i, w in enumerate(r["ref"].split()) if i % 4 != 3) for r in rows]
-    data = [{"hyp": h, "ref": r} for h, r in zip(hyps, refs)]
+    pairs = [{"hyp": h, "ref": r} for h, r in zip(hyps, refs)]
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)
@@ -50,7 +50,7 @@ def bench_bootstrap(n_sent: int, resamples: int) -> None:
                     sacrebleu.metrics.CHRF(word_order=2).corpus_score(hh, [rr]).score))
     t_old = time.perf_counter() - t0
     t0 = time.perf_counter()
-    new = [M.bootstrap(n, data, n=resamples, seed=0) for n in ("bleu", "chrf++")]
+    new = [M.bootstrap(n, pairs, n=resamples, seed=0) for n in ("bleu", "chrf++")]
     t_new = time.perf_counter() - t0
     lo_old = np.quantile(np.array(old), [0.025, 0.975], axis=0)
     print(f"bootstrap ({len(rows)} sentences x {resamples} resamples, BLEU + chrF++):")
