@@ -164,13 +164,22 @@ def test_explicit_dtype_overrides_the_record(run):
     assert not torch.equal(logits(loaded, ids), logits(model.eval(), ids))
 
 
-def test_run_without_a_recorded_dtype_loads_as_before(trained, tmp_path):
-    """Runs written before the precision was recorded: 'auto' still means bf16 where the hardware has it."""
+def test_run_without_a_recorded_dtype_loads_as_it_trained(trained, tmp_path):
+    """Runs written before `dtype` was recorded kept `precision: bf16-autocast` (fp32 master weights under bf16
+    autocast): 'auto' loads them so, with the trained logits, on any machine (the old 'auto' gave bf16 weights
+    where the hardware has bf16: another precision than trained). Runs with neither record load as before."""
     result, _ = trained("tied", "bf16")
     old = tmp_path / "old"
     shutil.copytree(result.run_dir, old, ignore=shutil.ignore_patterns("checkpoints"))
     meta = json.loads((old / "delia_run.json").read_text())
     del meta["dtype"]
+    assert meta["precision"] == "bf16-autocast"
+    (old / "delia_run.json").write_text(json.dumps(meta))
+    ids = sample_ids(load_tokenizer(meta["base_model"]))
+    loaded, _ = load_trained(old)
+    assert precision_of(loaded) == Precision("fp32", "bf16")
+    assert torch.equal(logits(loaded, ids), logits(load_trained(result.run_dir)[0], ids))
+    del meta["precision"]
     (old / "delia_run.json").write_text(json.dumps(meta))
     loaded, _ = load_trained(old)
     assert precision_of(loaded) == Precision(SHORT[resolve_dtype("auto")])

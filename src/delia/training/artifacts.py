@@ -152,9 +152,14 @@ def restore_new_rows(model, new_rows: int, old_rows: int, path: str | Path | Non
             out[old_rows:] = saved["output"].to(out.dtype)
 
 
+# `precision` as runs recorded it before `dtype` existed (always fp32 master weights; "bf16-autocast" = TRL's bf16)
+LEGACY_PRECISION = {"fp32": {"weights": "fp32", "autocast": None}, "bf16-autocast": {"weights": "fp32",
+                                                                                   "autocast": "bf16"}}
+
+
 def run_precision(run_dir: str | Path, meta: dict[str, Any] | None = None):
-    """The `Precision` the run trained in (`delia_run.json` `dtype`), or None for runs written before it was
-    recorded.
+    """The `Precision` the run trained in (`delia_run.json` `dtype`; for older runs their `precision` string,
+    which named the same thing), or None for runs that record neither.
 
     Raises:
         RunError: the record is malformed.
@@ -163,7 +168,9 @@ def run_precision(run_dir: str | Path, meta: dict[str, Any] | None = None):
 
     meta = read_run_meta(run_dir) if meta is None else meta
     if meta.get("dtype") is None:
-        return None
+        # Loading these as bf16 weights (the old 'auto') evaluated them in another precision than they trained in.
+        legacy = LEGACY_PRECISION.get(meta.get("precision"))
+        return Precision(**legacy) if legacy else None
     try:
         return Precision.from_dict(meta["dtype"], f"{Path(run_dir) / RUN_FILE}: dtype")
     except ValueError as e:
@@ -177,8 +184,8 @@ def load_trained(run_dir: str | Path, dtype: str = "auto", device: str = "cpu", 
     Args:
         run_dir: the `--out` directory of `delia train`.
         dtype: 'auto': as trained (the weights' dtype and autocast recorded in `delia_run.json`, so the logits
-            are the trained ones bit for bit; runs that predate the record: bf16 where the hardware supports
-            it, else fp32). 'bf16', 'fp32' or 'fp16': plain weights in that dtype, no autocast.
+            are the trained ones bit for bit; older runs: their recorded `precision`; runs with neither: bf16
+            where the hardware supports it, else fp32). 'bf16', 'fp32' or 'fp16': plain weights in that dtype, no autocast.
         device: torch device string.
         base: load onto this model name/path instead of the one recorded in the run (its identity must match
             unless it is the same name; use for a moved local directory).
