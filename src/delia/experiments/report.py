@@ -45,7 +45,7 @@ def build_report(root: str | Path) -> Path:
     lines = [f"# Experiment report: `{root}`", "",
              f"{len(res.rows)} runs; methods {', '.join(res.methods)}; sizes {res.sizes or '–'}; "
              f"ratios {res.ratios or '–'}. Rebuilt from saved results only.", ""]
-    lines += compare.verdict(comps, majority, budget_cells) if sets else []
+    lines += compare.verdict(comps, majority, budget_cells, _evidence(exp)) if sets else []
     drift_lines = drift_tables.drift_verdict(res, gs)
     lines += (drift_lines + [""]) if drift_lines else []
     for part in (tables.main_table(res, gs, sets), tables.label_table(res, gs, sets), fail_lines,
@@ -65,6 +65,17 @@ def build_report(root: str | Path) -> Path:
     out = root / "report.md"
     out.write_text("\n".join(lines))
     return out
+
+
+def _evidence(exp_yaml: str) -> str | None:
+    """The saved experiment config's `evidence:` (where a larger run of the same comparison is reported)."""
+    import yaml
+
+    try:
+        got = yaml.safe_load(exp_yaml) if exp_yaml else None
+    except yaml.YAMLError:
+        return None
+    return got.get("evidence") if isinstance(got, dict) else None
 
 
 def main_table(res: Results, sets: list[str]) -> list[str]:
