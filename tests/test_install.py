@@ -83,7 +83,7 @@ def test_wheel_installs_and_runs_from_an_empty_directory(tmp_path):
     shutil.copy2(ROOT / "configs" / "demo.yaml", work / "demo.yaml")
     plan = _run([delia, "experiment", "demo.yaml", "--dry-run"], work, env)
     out = plan.stdout + plan.stderr
-    assert "plan: demo" in out and "3 runs, 10 distinct steps (10 to do)" in out, out
+    assert "plan: demo" in out and "4 runs, 17 distinct steps (17 to do)" in out, out
     assert "alpaca_5000" in out  # the self-sampling step reads the packaged queries
     assert sorted(p.name for p in work.iterdir()) == ["demo.yaml"]  # a dry run writes nothing
 

@@ -28,6 +28,10 @@ def test_run_then_report(make_exp, fake_stages, tmp_path):
     res = CliRunner().invoke(app, ["experiment", str(cfg), "grid.seeds=[7]"])
     assert res.exit_code == 0, res.output
     assert "| delia | 2 | 1 | 50.0 [" in res.output and "ran 13, skipped 0" in " ".join(res.output.split())
+    # the verdict follows the main table, as the report opens with it (one seed: it says what that cannot show)
+    verdict = res.output.split("## Verdict", 1)[1]
+    assert res.output.index("| delia | 2 | 1 | 50.0 [") < res.output.index("## Verdict")
+    assert "**What a run this size can show**" in verdict and "## Main results" not in verdict
     res = CliRunner().invoke(app, ["experiment", str(cfg), "grid.seeds=[7]", "--dry-run"])
     assert "(0 to do)" in " ".join(res.output.split())
     res = CliRunner().invoke(app, ["report", str(tmp_path / "exp")])

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from delia.experiments.compare import Group, pairs
+from delia.experiments.compare import Comparison, Group, pairs, scale_note
 from delia.experiments.report import build_report
 from delia.experiments.results import collect
+from delia.experiments.stats import Interval
 
 VALID = "{'thought': 't', 'hallucination': '%s'}"
 
@@ -111,3 +112,41 @@ def test_an_equal_steps_control_pairs_only_at_its_own_ratio():
                    ("cit_steps (ratio 10)", "cit"), ("delia (ratio 3)", "cit_steps (ratio 3)"),
                    ("delia (ratio 10)", "cit_steps (ratio 10)"), ("delia (ratio 3)", "original"),
                    ("delia (ratio 10)", "original")}
+
+
+def test_a_small_run_says_what_it_can_show_and_names_the_larger_run(tmp_path):
+    replies = {"o": lambda ex, ph: ("I think it is fine.", "stop"),
+               "c1": lambda ex, ph: (VALID % "no", "stop"), "c2": lambda ex, ph: (VALID % "no", "stop"),
+               "d1": lambda ex, ph: (VALID % "no", "stop") if ex % 2 else ("no brace", "stop"),
+               "d2": lambda ex, ph: (VALID % "no", "stop"), "i": lambda ex, ph: (VALID % "yes", "stop")}
+    write_experiment(tmp_path, replies)
+    (tmp_path / "experiment.yaml").write_text("name: small\nevidence: docs/big/report.md\n")
+    text = build_report(tmp_path).read_text()
+    verdict = text.split("## Verdict")[1].split("## Main results")[0]
+    # 20 examples and 2 seeds: below the evidence size. The only tuned pair is DELIA - CIT (-25 points: d1 fails on
+    # even examples); the note quotes the width of its interval in the comparison table
+    row = text.split("| delia (ratio 3) | cit | unseen | task-valid | -25.0 | [")[1].split("]")[0]
+    low, high = (float(x) for x in row.split(", "))
+    note = verdict.split("**What a run this size can show**: ")[1]
+    assert note.startswith("20 test examples, 2 training seeds per tuned method; the interval between two tuned "
+                           f"models spans up to {high - low:.0f} points here.")
+    assert high - low > 25
+    assert "it cannot rank two tuned methods" in note and "A larger run of this comparison: docs/big/report.md." in note
+
+
+def test_a_run_of_the_evidence_size_gets_no_scale_note():
+    def group(method, seeds, trained=True):
+        return Group(method, None, [{}] * seeds, trained)
+
+    def comp(a, b, n):
+        return Comparison(a, b, "unseen", "task_valid", Interval(0.01, -0.05, 0.07, n, n))
+
+    big = [comp(group("delia", 3), group("cit", 3), 300), comp(group("delia", 3), group("original", 1, False), 300)]
+    assert scale_note(big, "docs/x.md") == []
+    small = [comp(group("delia", 3), group("cit", 3), 40)]  # enough seeds, too few examples
+    assert scale_note(small)[1].startswith("**What a run this size can show**: 40 test examples, 3 training "
+                                           "seeds per tuned method; the interval between two tuned models spans "
+                                           "up to 12 points here.")
+    assert "larger run" not in scale_note(small)[1]
+    one_seed = [comp(group("delia", 1), group("cit", 1), 300)]
+    assert "1 training seed per tuned method" in scale_note(one_seed)[1]

@@ -119,6 +119,9 @@ def run_and_report(exp, label: str, dry_run: bool = False, report: bool = True, 
         path = build_report(exp.out_dir)
         res = Results(Path(exp.out_dir))
         typer.echo("\n".join(main_table(res, res.sets())))  # plain text: a markdown table must not wrap
+        text = path.read_text()
+        if "## Verdict" in text:  # what the run says, as the report opens with it (a new user reads this first)
+            typer.echo("\n## Verdict" + text.split("## Verdict", 1)[1].split("\n## ", 1)[0].rstrip() + "\n")
         out.print(f"report: {path}")
     for name, err in outcome.failed.items():
         console.print(f"[red]failed {name}: {err}[/red]")

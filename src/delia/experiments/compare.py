@@ -168,12 +168,42 @@ def comparison_table(comps: list[Comparison]) -> list[str]:
                     "seeds A / B"], rows))
 
 
-def verdict(comps: list[Comparison], majority: dict[str, float], budget_cells: list[str]) -> list[str]:
+# Below the evidence grid's size (issue 15: >= 3 seeds, the 300 test items) the verdict says what a run can show.
+ENOUGH_SEEDS, ENOUGH_EXAMPLES = 3, 100
+
+
+def scale_note(focus: list[Comparison], evidence: str | None = None) -> list[str]:
+    """What a run this small can and cannot show, from its own comparisons; [] for a run of the evidence's size.
+
+    Args:
+        focus: the verdict's comparisons; evidence: where a larger run of the same comparison is reported (the
+            experiment's `evidence:`), named when given.
+    """
+    trained = [g for c in focus for g in (c.a, c.b) if g.trained]
+    if not trained:
+        return []
+    seeds, examples = min(g.seeds for g in trained), min(c.diff.n_clusters for c in focus)
+    if seeds >= ENOUGH_SEEDS and examples >= ENOUGH_EXAMPLES:
+        return []
+    tuned = [c.diff for c in focus if c.metric == "task_valid" and c.a.trained and c.b.trained]
+    widths = [100 * (d.high - d.low) for d in tuned if not np.isnan(d.low)]
+    width = f"; the interval between two tuned models spans up to {max(widths):.0f} points here" if widths else ""
+    line = (f"**What a run this size can show**: {examples} test examples, {seeds} training "
+            f"seed{'s' if seeds > 1 else ''} per tuned method{width}. It can show an effect larger than its "
+            f"intervals, such as tuning against the untrained base model; it cannot rank two tuned methods: a "
+            f"difference between them that is not significant here is what a run this size gives whether or not "
+            f"one is better. Judging one needs >= {ENOUGH_SEEDS} seeds and a few hundred test examples.")
+    return ["", line + (f" A larger run of this comparison: {evidence}." if evidence else "")]
+
+
+def verdict(comps: list[Comparison], majority: dict[str, float], budget_cells: list[str],
+            evidence: str | None = None) -> list[str]:
     """The report's opening paragraph, generated from the comparisons (never written by hand).
 
     Args:
         comps: the paired comparisons; majority: set -> majority-class share; budget_cells: "method / set" cells
-            where more than 2% of replies stopped at the budget.
+            where more than 2% of replies stopped at the budget; evidence: the experiment's `evidence:` (a
+            larger run's report), named when this run is small.
     """
     lines = ["## Verdict", ""]
     if not comps:
@@ -196,6 +226,7 @@ def verdict(comps: list[Comparison], majority: dict[str, float], budget_cells: l
                             f"{t.a.seeds} vs {t.b.seeds} seeds.")
     if any(g.trained and g.seeds < 2 for c in focus for g in (c.a, c.b)):
         lines += ["", ONE_SEED]
+    lines += scale_note(focus, evidence)
     sig = [c for c in comps if c.diff.significant]
     lines += ["", f"Of {len(comps)} paired comparisons (table below), {len(sig)} "
                   f"{'is' if len(sig) == 1 else 'are'} significant"

@@ -113,6 +113,8 @@ class ExperimentConfig:
                                           "excludes (empty, cut at the budget); when they still leave too few, "
                                           "the build's slice samples more (a top-up)")
     cost: CostModel = field(default_factory=CostModel, metadata={"help": "dry-run cost model"})
+    evidence: str | None = opt(None, help="where a larger run of the same comparison is reported (e.g. "
+                                          "docs/halu100/report.md); the verdict of a small run names it")
 
     def __post_init__(self) -> None:
         if not self.name.replace("-", "").replace("_", "").isalnum():

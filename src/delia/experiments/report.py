@@ -46,7 +46,7 @@ def build_report(root: str | Path) -> Path:
     lines = [f"# Experiment report: `{root}`", "",
              f"{len(res.rows)} runs; methods {', '.join(res.methods)}; sizes {res.sizes or '–'}; "
              f"ratios {res.ratios or '–'}. Rebuilt from saved results only.", ""]
-    lines += compare.verdict(comps, majority, budget_cells) if sets else []
+    lines += compare.verdict(comps, majority, budget_cells, _evidence(exp)) if sets else []
     drift_lines = drift_tables.drift_verdict(res, gs)
     lines += (drift_lines + [""]) if drift_lines else []
     lines += ratio_tables.coverage(effects)
@@ -69,6 +69,17 @@ def build_report(root: str | Path) -> Path:
     out = root / "report.md"
     out.write_text("\n".join(lines))
     return out
+
+
+def _evidence(exp_yaml: str) -> str | None:
+    """The saved experiment config's `evidence:` (where a larger run of the same comparison is reported)."""
+    import yaml
+
+    try:
+        got = yaml.safe_load(exp_yaml) if exp_yaml else None
+    except yaml.YAMLError:
+        return None
+    return got.get("evidence") if isinstance(got, dict) else None
 
 
 def main_table(res: Results, sets: list[str]) -> list[str]:

@@ -25,7 +25,7 @@ from delia.experiments.usertask import (Example, UserTask, count, infer, label_o
                                         split_rows)
 from delia.files import write_text_atomic
 
-# Small-data defaults (the demo's, see configs/demo.yaml): the paper's recipe (lr 2e-4, batch 16, 25 warm-up
+# Small-data defaults (the CPU recipe of configs/halu100.yaml): the paper's recipe (lr 2e-4, batch 16, 25 warm-up
 # steps, 1 epoch) gives ~100 rows 2-3 optimizer steps inside warm-up, and the model does not move.
 TRAIN = {"max_length": 512, "learning_rate": 1.0e-3, "batch_size": 8, "epochs": 2, "warmup_steps": 0,
          "report_to": ["none"], "save_steps": 100}
