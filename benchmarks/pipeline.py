@@ -47,7 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "halu100.yaml"
 OLD_REV = "35dce29^"  # the parent of the first speed commit of #14
-GRID = ["grid.ratios=[10]", "grid.seeds=[1]", "grid.methods=[delia]"]
+GRID = ["grid.ratios=[10]", "grid.seeds=[1]", "grid.methods=[delia]", "methods={}"]  # no other methods' options
 
 
 # ---------------------------------------------------------------- worker (runs under either version's src/)

@@ -146,3 +146,29 @@ def test_no_delia_no_section_and_delia_alone_no_differences(tmp_path, runs):
         section = text.split("## Effects by diverse-data ratio")[1].split("\n## ")[0]
         assert "| delia | 3 | 1 † | 80.0 [" in section and "Paired differences" not in section
         assert (tmp_path / "figures/ratio_effects.png").exists()
+
+
+def test_runs_evaluated_in_different_precisions_are_flagged(tmp_path):
+    """A grid that spans machines (or runs loaded before the trained precision was recorded) can evaluate its
+    runs in different precisions: the report says which, and says nothing when they agree."""
+    write_experiment(tmp_path, RATIO3)
+    assert "**Precision**" not in build_report(tmp_path).read_text()  # no precision recorded: nothing to say
+    rows = json.loads((tmp_path / "results.json").read_text())
+    for r in rows:
+        d = tmp_path / r["steps"]["test"]
+        dtype = "bfloat16" if r["method"] == "cit" else "fp32+bf16-autocast"
+        d.joinpath("metrics.json").write_text(json.dumps({"task": "halu", "model": {"dtype": dtype}}))
+        r["metrics"] = collect({"test": d})
+        assert r["metrics"]["test.precision"] == dtype
+    (tmp_path / "results.json").write_text(json.dumps(rows))
+    text = build_report(tmp_path).read_text()
+    note = text.split("**Precision**: ")[1].split("\n")[0]
+    assert note.startswith("the runs were evaluated in different numeric precisions (bfloat16: cit seed 1, cit seed "
+                           "2, cit seed 3; fp32+bf16-autocast: original, delia (ratio 3) seed 1")
+    assert "scored for drift" not in text
+    for r in rows:  # all alike: no note
+        tmp_path.joinpath(r["steps"]["test"], "metrics.json").write_text(
+            json.dumps({"task": "halu", "model": {"dtype": "bfloat16"}}))
+        r["metrics"] = collect({"test": tmp_path / r["steps"]["test"]})
+    (tmp_path / "results.json").write_text(json.dumps(rows))
+    assert "**Precision**" not in build_report(tmp_path).read_text()

@@ -168,8 +168,12 @@ def test_recipe_errors_name_the_recipe_and_the_right_key(make_exp):
         make_exp(["delia@paper"], recipes={"paper": {"data": "x"}})
     with pytest.raises(ConfigError, match="names no method"):
         make_exp(["@paper"], recipes=_recipes())
-    with pytest.raises(ConfigError, match="not in grid.methods"):
-        make_exp(["delia@paper"], recipes=_recipes(), methods={"cit": {}})
+    with pytest.raises(ConfigError, match=r"options for 'delia@papr', which is neither in grid.methods nor a method "
+                                          r"\(with its recipe\); did you mean 'delia@paper'\?"):
+        make_exp(["delia@paper"], recipes=_recipes(), methods={"delia@papr": {}})
+    # a grid narrowed on the command line keeps the options of the methods it no longer runs, idle
+    plan = expand(make_exp(["delia@paper"], recipes=_recipes(), methods={"cit": {"seeds": [1]}}))
+    assert {r.method for r in plan.runs} == {"delia@paper"}
     # options of the base name apply to its variants, a variant's own on top
     plan = expand(make_exp(["neftune@paper"], recipes=_recipes(), methods={"neftune": {"alpha": 7},
                                                                            "neftune@paper": {"seeds": [1]}}))

@@ -90,8 +90,8 @@ def test_fact_based_adds_the_qa_rows_to_the_cit_data(make_exp):
 def test_methods_missing_a_stage_hook_or_the_task_fail_at_planning_with_the_reason(make_exp):
     with pytest.raises(ConfigError, match="dictionary_hints.*data.task .halu. has none"):
         expand(make_exp(["dipmt"]))
-    with pytest.raises(ConfigError, match="per-method|not in grid.methods"):
-        expand(make_exp(["cit"], methods={"delia": {}}))
+    with pytest.raises(ConfigError, match="neither in grid.methods nor a method"):
+        expand(make_exp(["cit"], methods={"dleia": {}}))
 
 
 def test_unknown_method_suggests_a_close_name(make_exp):

@@ -145,10 +145,18 @@ class ExperimentConfig:
                 close = difflib.get_close_matches(recipe, list(self.recipes), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"grid.methods: {method!r}: no recipe {recipe!r} under `recipes:`{hint}")
+        # Options of a real method the grid does not run (it was narrowed, e.g. grid.methods=[delia] on the command
+        # line) stay idle; a name that is no method, or a variant of a missing recipe, is a mistake.
+        from delia.methods import METHODS
+
         named = set(self.grid.methods) | {split_method(m)[0] for m in self.grid.methods}
-        unknown = set(self.methods) - named
-        if unknown:
-            raise ConfigError(f"methods: options for {sorted(unknown)}, which are not in grid.methods")
+        for name in sorted(set(self.methods) - named):
+            base, recipe = split_method(name)
+            if base not in METHODS or (recipe is not None and recipe not in self.recipes):
+                close = difflib.get_close_matches(name, sorted(named), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"methods: options for {name!r}, which is neither in grid.methods nor a method "
+                                  f"(with its recipe){hint}")
         for name, options in self.methods.items():
             if not isinstance(options, dict):
                 raise ConfigError(f"methods.{name}: expected a mapping of options, got {options!r}")

@@ -50,6 +50,7 @@ def build_report(root: str | Path) -> Path:
     drift_lines = drift_tables.drift_verdict(res, gs)
     lines += (drift_lines + [""]) if drift_lines else []
     lines += ratio_tables.coverage(effects)
+    lines += tables.precision_note(res, gs)
     for part in (tables.main_table(res, gs, sets), tables.label_table(res, gs, sets), fail_lines,
                  compare.comparison_table(comps), drift_tables.drift_section(res, gs),
                  ratio_tables.ratio_section(effects),

@@ -98,6 +98,7 @@ def collect(dirs: dict[str, Path]) -> dict[str, Any]:
             out["l2_layers"] = hidden["l2"]
         speed = test.get("speed") or {}
         out["test.examples_per_s"] = speed.get("examples_per_s")
+        out["test.precision"] = (test.get("model") or {}).get("dtype")  # what the evaluated model computed in
     valid = _load(dirs["valid"] / "metrics.json") if "valid" in dirs else None
     if valid:
         for agg in (valid.get("scoring") or {}).values():
@@ -110,6 +111,7 @@ def collect(dirs: dict[str, Path]) -> dict[str, Any]:
     if drift:  # per-query values stay in the step's drift.jsonl (for a report's bootstrap)
         for k in ("drift_nll", "drift_nll_base", "leak_rate", "drift_n"):
             out[k] = drift.get(k)
+        out["drift.precision"] = drift.get("dtype")
     run = _load(dirs["train"] / "delia_run.json") if "train" in dirs else None
     if run:
         out["train.loss"] = run.get("train_loss")

@@ -180,3 +180,24 @@ def robustness(res: Results, gs: list[Group]) -> list[str]:
     return (["## Robustness on unseen phrasings (task-valid, %)", "",
              "Means over phrasings (then over seeds); gap = seen - unseen; worst/spread are over the unseen phrasings.",
              ""] + md_table(["method", "seen", "unseen", "gap", "worst unseen phrasing", "spread"], rows))
+
+
+def precision_note(res: Results, gs: list[Group]) -> list[str]:
+    """A warning when the runs were evaluated (or scored for drift) in different numeric precisions: greedy
+    replies and NLLs then differ by numerics too, e.g. a grid resumed on a machine without native bf16, or runs
+    from before the trained precision was recorded (they loaded as bf16 weights). Empty when all agree."""
+    out: list[str] = []
+    for key, what in (("test.precision", "evaluated"), ("drift.precision", "scored for drift")):
+        by: dict[str, list[str]] = {}
+        for g in gs:
+            for r in g.runs:
+                value = r["metrics"].get(key)
+                if value:
+                    by.setdefault(str(value).replace("torch.", ""), []).append(
+                        f"{g.label}" + (f" seed {r['seed']}" if r.get("seed") is not None else ""))
+        if len(by) > 1:
+            parts = "; ".join(f"{p}: {', '.join(names)}" for p, names in sorted(by.items()))
+            out.append(f"**Precision**: the runs were {what} in different numeric precisions ({parts}). A "
+                       f"difference between runs in different precisions may partly be numerics; rerun the odd ones "
+                       f"(move their step directories aside) to compare like with like.")
+    return out + [""] if out else []
