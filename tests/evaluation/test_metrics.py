@@ -138,3 +138,19 @@ def test_macro_f1_over_any_label_set():
     rows = [{"label": "english", "gold_label": "english"}, {"label": "icelandic", "gold_label": "english"},
             {"label": "icelandic", "gold_label": "icelandic"}, {"label": None, "gold_label": "english"}]
     assert M.compute("label_macro_f1", rows) == pytest.approx((2 * 1 / (1 + 3) + 2 * 1 / (2 + 1)) / 2)
+
+
+def test_class_scores_equal_the_halu_yes_metrics_and_work_for_any_label():
+    # on halu rows the scores of 'yes' equal label_precision/recall/f1 (here 'yes' is 4 of 6 gold labels)
+    yes = M.class_scores(ROWS, "yes")
+    assert yes == pytest.approx({"precision": M.compute("label_precision", ROWS),
+                                 "recall": M.compute("label_recall", ROWS), "f1": M.compute("label_f1", ROWS)})
+    assert M.minority_label(ROWS) == "no"
+    # any label set: spam is the minority (1 of 4); one of two spam predictions right, the one gold spam found
+    rows = [{"label": lab, "gold_label": gold} for lab, gold in
+            (("spam", "spam"), ("spam", "ham"), ("ham", "ham"), (None, "ham"))]
+    assert M.minority_label(rows) == "spam"
+    assert M.class_scores(rows, "spam") == pytest.approx({"precision": 1 / 2, "recall": 1.0, "f1": 2 / 3})
+    assert math.isnan(M.class_scores(rows, "eggs")["f1"]) and M.minority_label([]) is None
+    # ties: the first label by name
+    assert M.minority_label([{"gold_label": "b"}, {"gold_label": "a"}]) == "a"

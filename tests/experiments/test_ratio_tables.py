@@ -5,6 +5,7 @@ such, a single-ratio report unchanged apart from the new section, and the figure
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,8 @@ from delia.experiments.results import collect
 
 VALID = "{'thought': 't', 'hallucination': 'no'}"
 # task-valid 'no' on examples below the cut, prose elsewhere; gold 'no' on e00-e14 (majority class 75%)
-CUT = {"cit": 10, "delia": 16, "cit_steps": 14, "original": 0}
-NLL = {"original": 0.6, "cit": 0.7, "delia": 0.5, "cit_steps": 0.9}  # per query: this + 0.01 * query index
+CUT = {"cit": 10, "delia": 16, "cit_steps": 14, "original": 0, "delia@input": 15}
+NLL = {"original": 0.6, "cit": 0.7, "delia": 0.5, "cit_steps": 0.9, "delia@input": 0.5}  # per query: this + 0.01 * query index
 
 
 def _row(ex: int, valid: bool) -> dict:
@@ -123,6 +124,24 @@ def test_single_ratio_report_changes_only_by_the_new_section(tmp_path, monkeypat
     expected = text.replace(section + "\n", "").replace("![Effects by diverse-data ratio](figures/ratio_effects.png)\n",
                                                         "")
     assert before == expected and before != text
+
+
+def test_a_method_restricted_to_some_ratios_is_not_missing_elsewhere(tmp_path):
+    # delia@input runs at ratio 3 only (`methods: {delia@input: {ratios: [3]}}` in the saved config): the coverage
+    # lines do not list it at ratio 10; without the restriction they do
+    runs = [*RATIO3, *(("delia@input", 3.0, s) for s in (1, 2, 3)), *(("delia", 10.0, s) for s in (1, 2, 3)),
+            *(("cit_steps", 10.0, s) for s in (1, 2))]
+    write_experiment(tmp_path, runs)
+    text = build_report(tmp_path).read_text()
+    assert "delia@input at ratio 10: no finished run" in text
+    tmp_path.joinpath("experiment.yaml").write_text("name: x\nmethods:\n  delia@input: {ratios: [3]}\n")
+    text = build_report(tmp_path).read_text()
+    assert "delia@input at ratio 10" not in text
+    assert "**Not yet in the grid**: cit_steps at ratio 10: seeds 1, 2 (missing 3)." in text
+    # a restriction elsewhere does not hide a missing run: delia@input lacking a seed at ratio 3 is still said
+    shutil.rmtree(tmp_path / "steps")
+    write_experiment(tmp_path, [r for r in runs if r != ("delia@input", 3.0, 3)])
+    assert "delia@input at ratio 3: seeds 1, 2 (missing 3)" in build_report(tmp_path).read_text()
 
 
 def test_missing_metrics_are_skipped_not_crashed(tmp_path):

@@ -28,7 +28,7 @@ def test_report_from_saved_results(make_exp, fake_stages, tmp_path):
     assert "- **delia (ratio 2) vs original** on seen phrasings: task-valid +50.0 points [" in text
     assert "more than 2% of cases for original / seen (100.0%)" in text
     # label accuracy beside the majority class (gold 'no' on 7 of 10 examples)
-    assert "| cit | unseen | 50.0 [" in text and "] | 70.0 | 0.0 | 0.0 | 41.7 |" in text
+    assert "| cit | unseen | 50.0 [" in text and "] | 70.0 | yes | 0.0 | 0.0 | 41.7 |" in text
     # a method run at a smaller ratio only is shown at its own largest ratio, not left out
     assert "| wo_diversified | 1 | 2 | 50.0 [" in text
     for title in ("## Main results", "## Label quality", "## Failure and finish reasons", "## Paired comparisons",

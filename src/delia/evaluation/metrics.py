@@ -12,6 +12,7 @@ Rows are dicts: halu rows carry `task_valid`, `parsed`, `strict`, `label`, `gold
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +109,20 @@ _add(Metric("label_f1", "halu", _confusion, lambda s: _f1(s[0], s[1], s[2])),
 _add(Metric("label_f1_no", "halu", _confusion, lambda s: _f1(s[3], s[4], s[5])), "F1 of 'hallucination: no'")
 _add(Metric("label_macro_f1", "halu", _confusion_any, _macro_f1),
      "mean of the per-class F1 over the classes present among gold or predicted labels")
+
+
+def class_scores(rows, label: str) -> dict[str, float]:
+    """Precision, recall and F1 of one label (any label set; for halu's 'yes' = label_precision/recall/f1)."""
+    tp = sum(r["label"] == label and r["gold_label"] == label for r in rows)
+    pred = sum(r["label"] == label for r in rows)
+    gold = sum(r["gold_label"] == label for r in rows)
+    return {"precision": _ratio(tp, pred), "recall": _ratio(tp, gold), "f1": _f1(tp, pred, gold)}
+
+
+def minority_label(rows) -> str | None:
+    """The least frequent gold label (ties: the first by name); None without gold labels."""
+    counts = Counter(r["gold_label"] for r in rows if r.get("gold_label") is not None)
+    return min(sorted(counts, key=str), key=lambda c: counts[c]) if counts else None
 
 
 def _gold_counts(rows) -> np.ndarray:

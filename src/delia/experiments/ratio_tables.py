@@ -76,14 +76,17 @@ def _seeds(seeds: list[int]) -> str:
     return ", ".join(str(s) for s in seeds)
 
 
-def _missing(res: Results, points: list[Point]) -> list[str]:
-    """Family methods absent at a ratio, and seeds a point lacks that other trained runs have."""
+def _missing(res: Results, points: list[Point], only: dict[str, list[float]] | None = None) -> list[str]:
+    """Family methods absent at a ratio, and seeds a point lacks that other trained runs have; a method the
+    experiment restricts to some ratios (`only`: its `methods: {M: {ratios: [...]}}`) is expected at those only."""
     expected = sorted({s for p in points for s in p.seeds})
     ratios = sorted({p.ratio for p in points if p.ratio})
     family = [m for m in res.methods if split_method(m)[0] in FAMILY]
     out = []
     for r in ratios:
         for m in family:
+            if only and m in only and r not in only[m]:
+                continue
             here = next((p for p in points if p.group.method == m and p.ratio == r), None)
             if here is None:
                 out.append(f"{m} at ratio {r:g}: no finished run")
@@ -98,8 +101,10 @@ def _missing(res: Results, points: list[Point]) -> list[str]:
     return out
 
 
-def effects(res: Results, gs: list[Group], sets: list[str]) -> Effects | None:
-    """The points and paired differences; None when no DELIA run has a ratio."""
+def effects(res: Results, gs: list[Group], sets: list[str],
+            only: dict[str, list[float]] | None = None) -> Effects | None:
+    """The points and paired differences; None when no DELIA run has a ratio. `only`: the ratios a method is
+    restricted to by the experiment (the verdict does not call it missing elsewhere)."""
     s = (sets[1] if len(sets) > 1 else sets[0]) if sets else None
     points = []
     for g in gs:
@@ -134,7 +139,7 @@ def effects(res: Results, gs: list[Group], sets: list[str]) -> Effects | None:
     every = [r for g in gs for r in g.runs]
     order = {id(g): i for i, g in enumerate(gs)}  # the report's method order (cit, delia, cit_steps)
     return Effects(s, metrics, sorted(points, key=lambda p: (p.ratio, order[id(p.group)])), diffs,
-                   majority(res, every, s) if s else math.nan, base_nll, _missing(res, points))
+                   majority(res, every, s) if s else math.nan, base_nll, _missing(res, points, only))
 
 
 def _cell(metric: str, iv: Interval | None) -> str:

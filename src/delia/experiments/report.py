@@ -42,7 +42,7 @@ def build_report(root: str | Path) -> Path:
     fail_lines, budget_cells = tables.failure_table(res, gs, sets)
     every = [r for g in gs for r in g.runs]
     majority = {s: tables.majority(res, every, s) for s in sets}
-    effects = ratio_tables.effects(res, gs, sets)
+    effects = ratio_tables.effects(res, gs, sets, _ratio_restrictions(exp))
     lines = [f"# Experiment report: `{root}`", "",
              f"{len(res.rows)} runs; methods {', '.join(res.methods)}; sizes {res.sizes or '–'}; "
              f"ratios {res.ratios or '–'}. Rebuilt from saved results only.", ""]
@@ -81,6 +81,23 @@ def _evidence(exp_yaml: str) -> str | None:
     except yaml.YAMLError:
         return None
     return got.get("evidence") if isinstance(got, dict) else None
+
+
+def _ratio_restrictions(exp_yaml: str) -> dict[str, list[float]]:
+    """The saved experiment config's per-method ratio restrictions (`methods: {delia@input: {ratios: [3]}}`)."""
+    import yaml
+
+    try:
+        got = yaml.safe_load(exp_yaml) if exp_yaml else None
+    except yaml.YAMLError:
+        return {}
+    methods = got.get("methods") if isinstance(got, dict) else None
+    out = {}
+    for name, opts in (methods or {}).items() if isinstance(methods, dict) else []:
+        ratios = opts.get("ratios") if isinstance(opts, dict) else None
+        if isinstance(ratios, list) and all(isinstance(r, (int, float)) for r in ratios):
+            out[str(name)] = [float(r) for r in ratios]
+    return out
 
 
 def main_table(res: Results, sets: list[str]) -> list[str]:

@@ -82,22 +82,32 @@ def main_table(res: Results, gs: list[Group], sets: list[str]) -> list[str]:
 
 
 def label_table(res: Results, gs: list[Group], sets: list[str]) -> list[str]:
-    """Label accuracy [CI] beside the majority class, F1 and recall of 'yes', macro-F1 (means over seeds)."""
-    rows = []
+    """Label accuracy [CI] beside the majority class, F1 and recall of the minority gold label (halu: 'yes'),
+    macro-F1 (means over seeds)."""
+    rows, minorities = [], []
     for s in sets:
-        maj = pct(majority(res, [r for g in gs for r in g.runs], s))
+        every = [r for g in gs for r in g.runs]
+        maj = pct(majority(res, every, s))
+        gold = next((res.set_rows(r, s) for r in every if res.set_rows(r, s)), [])
+        rare = M.minority_label(gold)
         for g in gs:
             if g.twin_of or not res.labelled(g.runs, s):
                 continue
-            mean = {m: _nanmean(per_seed(res, g, s, m)) for m in ("label_f1", "label_recall", "label_macro_f1")}
-            rows.append([g.label, s, cell(interval(res, g.runs, s, "label_accuracy")), maj,
-                         pct(mean["label_f1"]), pct(mean["label_recall"]), pct(mean["label_macro_f1"])])
+            seeds = [res.set_rows(r, s) for r in g.runs if res.set_rows(r, s)]
+            f1 = _nanmean([M.class_scores(x, rare)["f1"] for x in seeds])
+            recall = _nanmean([M.class_scores(x, rare)["recall"] for x in seeds])
+            rows.append([g.label, s, cell(interval(res, g.runs, s, "label_accuracy")), maj, str(rare), pct(f1),
+                         pct(recall), pct(_nanmean(per_seed(res, g, s, "label_macro_f1")))])
+            minorities.append(rare)
     if not rows:
         return []
     return (["## Label quality (%)", "",
-             "Invalid replies count as wrong (and as no prediction for F1). F1/recall of 'yes' and macro-F1 are means "
-             "over seeds; majority class = the label accuracy of always answering the most frequent gold label.", ""] +
-            md_table(["method", "set", "label acc", "majority class", "F1(yes)", "recall(yes)", "macro-F1"], rows))
+             "Invalid replies count as wrong (and as no prediction for F1). Minority = the least frequent gold label "
+             "of the set: its F1 and recall show whether a model learned the label or only the majority class. "
+             "F1, recall and macro-F1 are means over seeds; majority class = the label accuracy of always answering "
+             "the most frequent gold label.", ""] +
+            md_table(["method", "set", "label acc", "majority class", "minority", "F1(minority)", "recall(minority)",
+                      "macro-F1"], rows))
 
 
 def failure_table(res: Results, gs: list[Group], sets: list[str]) -> tuple[list[str], list[str]]:
