@@ -76,7 +76,7 @@ def test_report_recomputes_from_old_predictions_and_states_the_verdict(tmp_path)
     assert "| delia (ratio 3) | unseen | 80 | 79 | 1 | 0 | 0 | 79 | 1 | 1.2 |" in text
     assert "| original | unseen | 40 | 0 | 0 | 40 | 0 | 40 | 0 | 0.0 |" in text
     # label quality: ICL always says 'yes' (recall 100%) and scores 25%, below the 75% majority class
-    assert "| icl | unseen | 25.0 [10.0, 45.0] | 75.0 | 40.0 | 100.0 | 20.0 |" in text
+    assert "| icl | unseen | 25.0 [10.0, 45.0] | 75.0 | yes | 40.0 | 100.0 | 20.0 |" in text
     # per-seed means with spread: DELIA seeds 100 and 97.5
     assert "| delia (ratio 3) | 2 | 98.8 ± 1.8 (97.5–100.0) |" in text
     assert (tmp_path / "figures/task_valid.png").stat().st_size > 1000
@@ -150,3 +150,22 @@ def test_a_run_of_the_evidence_size_gets_no_scale_note():
     assert "larger run" not in scale_note(small)[1]
     one_seed = [comp(group("delia", 1), group("cit", 1), 300)]
     assert "1 training seed per tuned method" in scale_note(one_seed)[1]
+
+
+def test_a_grid_in_progress_names_the_runs_with_too_few_seeds():
+    # most of the grid has 3 seeds and 300 examples; DELIA at ratio 10 has one: the note names it, not "1 training
+    # seed per tuned method"
+    def group(method, seeds, ratio=None):
+        return Group(method, ratio, [{}] * seeds, True)
+
+    def comp(a, b):
+        return Comparison(a, b, "unseen", "task_valid", Interval(0.01, -0.05, 0.07, 300, 300))
+
+    grid = [comp(group("delia", 3, 3.0), group("cit", 3)), comp(group("delia", 1, 10.0), group("cit", 3)),
+            comp(group("delia", 3, 3.0), group("cit_steps", 3, 3.0))]
+    note = scale_note(grid)[1]
+    assert note.startswith("**What a run this size can show**: 300 test examples; fewer than 3 training seeds for "
+                           "delia (ratio 10) 1; the interval between two tuned models spans up to 12 points here. "
+                           "A comparison of two tuned methods that involves it cannot rank them")
+    assert "1 training seed per tuned method" not in note
+    assert scale_note(grid[:1] + grid[2:]) == []  # every run has 3 seeds: no note

@@ -188,6 +188,17 @@ def scale_note(focus: list[Comparison], evidence: str | None = None) -> list[str
     tuned = [c.diff for c in focus if c.metric == "task_valid" and c.a.trained and c.b.trained]
     widths = [100 * (d.high - d.low) for d in tuned if not np.isnan(d.low)]
     width = f"; the interval between two tuned models spans up to {max(widths):.0f} points here" if widths else ""
+    few = list(dict.fromkeys(g.label for g in trained if g.seeds < ENOUGH_SEEDS))
+    if examples >= ENOUGH_EXAMPLES and len(few) < len({g.label for g in trained}):
+        # a grid in progress: most of it is of the evidence's size, some runs are not yet
+        counts = ", ".join(f"{label} {next(g.seeds for g in trained if g.label == label)}" for label in few)
+        line = (f"**What a run this size can show**: {examples} test examples; fewer than {ENOUGH_SEEDS} training "
+                f"seeds for {counts}{width}. A comparison of two tuned methods that involves "
+                f"{'one of these' if len(few) > 1 else 'it'} cannot rank them: a difference that is not significant "
+                f"there is what so few seeds give whether or not one is better, and a significant one covers the "
+                f"sampling of test examples, not the spread between training runs. The comparisons with >= "
+                f"{ENOUGH_SEEDS} seeds on both sides are of the evidence's size.")
+        return ["", line + (f" A larger run of this comparison: {evidence}." if evidence else "")]
     line = (f"**What a run this size can show**: {examples} test examples, {seeds} training "
             f"seed{'s' if seeds > 1 else ''} per tuned method{width}. It can show an effect larger than its "
             f"intervals, such as tuning against the untrained base model; it cannot rank two tuned methods: a "
