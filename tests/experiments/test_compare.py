@@ -165,7 +165,7 @@ def test_a_grid_in_progress_names_the_runs_with_too_few_seeds():
             comp(group("delia", 3, 3.0), group("cit_steps", 3, 3.0))]
     note = scale_note(grid)[1]
     assert note.startswith("**What a run this size can show**: 300 test examples; fewer than 3 training seeds for "
-                           "delia (ratio 10) 1; the interval between two tuned models spans up to 12 points here. "
+                           "delia (ratio 10) (1 seed); the interval between two tuned models spans up to 12 points here. "
                            "A comparison of two tuned methods that involves it cannot rank them")
     assert "1 training seed per tuned method" not in note
     assert scale_note(grid[:1] + grid[2:]) == []  # every run has 3 seeds: no note

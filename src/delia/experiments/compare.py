@@ -191,7 +191,8 @@ def scale_note(focus: list[Comparison], evidence: str | None = None) -> list[str
     few = list(dict.fromkeys(g.label for g in trained if g.seeds < ENOUGH_SEEDS))
     if examples >= ENOUGH_EXAMPLES and len(few) < len({g.label for g in trained}):
         # a grid in progress: most of it is of the evidence's size, some runs are not yet
-        counts = ", ".join(f"{label} {next(g.seeds for g in trained if g.label == label)}" for label in few)
+        n = {g.label: g.seeds for g in trained}
+        counts = ", ".join(f"{label} ({n[label]} seed{'s' if n[label] > 1 else ''})" for label in few)
         line = (f"**What a run this size can show**: {examples} test examples; fewer than {ENOUGH_SEEDS} training "
                 f"seeds for {counts}{width}. A comparison of two tuned methods that involves "
                 f"{'one of these' if len(few) > 1 else 'it'} cannot rank them: a difference that is not significant "
