@@ -73,3 +73,31 @@ def test_plan_estimate_and_build_agree_on_the_ratios_row_count(make_exp, tmp_pat
     rows = [json.loads(ln) for ln in (out / "train.jsonl").read_text().splitlines()]
     assert sum(r["source"] != "downstream" for r in rows) == 29 and len(rows) == 129
     assert counts["diverse"] == 29
+
+
+def test_evaluations_are_sized_by_the_replies_of_finished_ones(make_exp, tmp_path):
+    # before any evaluation finished, each prompt is charged the full budget; once one tuned evaluation finished
+    # (30 new tokens per reply), the other tuned ones are charged that; the base keeps the budget until its own
+    # evaluation has finished
+    import json
+
+    exp = make_exp(grid={"methods": ["original", "cit", "delia"], "ratios": [3.0]}, out=str(tmp_path / "exp"),
+                   eval={"generation": {"max_new_tokens": 200}},
+                   cost={"eval_token": 0.01, "model_load": 0.0, "hook_factor": {}})
+    plan = expand(exp)
+    by = {r.method: r for r in plan.runs}
+    before = estimate(plan)
+    assert before.reply_tokens == {}
+    assert before.per_step[by["delia"].steps["test"].key] == pytest.approx(8 * 200 * 0.01)
+    d = by["cit"].steps["test"].dir(tmp_path / "exp")
+    d.mkdir(parents=True)
+    d.joinpath("done.json").write_text(json.dumps({"summary": {"speed": {"rows_generated": 8, "new_tokens": 240}}}))
+    after = estimate(plan)
+    assert after.reply_tokens == {True: 30.0}
+    assert after.per_step[by["delia"].steps["test"].key] == pytest.approx(8 * 30 * 0.01)
+    assert after.per_step[by["original"].steps["test"].key] == pytest.approx(8 * 200 * 0.01)
+    # a finished step that recorded no speed (an older step) is skipped, not a crash
+    d2 = by["original"].steps["test"].dir(tmp_path / "exp")
+    d2.mkdir(parents=True)
+    d2.joinpath("done.json").write_text(json.dumps({"seconds": 3.0}))
+    assert estimate(plan).reply_tokens == {True: 30.0}

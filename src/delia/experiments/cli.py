@@ -80,7 +80,11 @@ def run_and_report(exp, label: str, dry_run: bool = False, report: bool = True, 
     out.print(f"{len(plan.runs)} runs, {len(plan.steps)} distinct steps ({est.n_todo} to do); estimated "
               f"{_hms(est.total)} with the `cost:` model (seconds per row; "
               + (f"calibrated on this machine: {source}" if source else "shipped defaults; `--calibrate` "
-                 "measures this machine") + "; see docs/experiments.md)")
+                 "measures this machine") + "; see docs/experiments.md)"
+              + ("; evaluations sized by the replies of finished ones (mean new tokens per reply: "
+                 + ", ".join(f"{'tuned' if k else 'base'} {v:.0f}" for k, v in sorted(est.reply_tokens.items(),
+                                                                                     reverse=True))
+                 + "), otherwise by the full budget" if est.reply_tokens else ""))
     if dry_run:
         return
     t0 = time.perf_counter()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from delia.experiments.plan import Plan, Step
@@ -82,6 +83,8 @@ def _cached_rows(path: Path) -> int:
 class Estimate:
     per_step: dict[str, float]
     done: dict[str, bool]
+    # mean new tokens per reply measured by the plan's finished evaluations, tuned (True) / base (False) models
+    reply_tokens: dict[bool, float] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -92,12 +95,33 @@ class Estimate:
         return sum(not d for d in self.done.values())
 
 
+def reply_tokens(plan: Plan, root: Path) -> dict[bool, float]:
+    """Mean new tokens per generated reply of the plan's finished evaluations, for tuned models (True) and the base
+    (False): the generation budget is only an upper bound (a tuned model stops after ~100 tokens of a 320 budget),
+    so a grid in progress sizes its remaining evaluations by what its finished ones generated."""
+    sums: dict[bool, list[float]] = {}
+    for s in plan.steps:
+        done = s.dir(root) / "done.json"
+        if s.kind != "eval" or not done.exists():
+            continue
+        try:
+            speed = json.loads(done.read_text()).get("summary", {}).get("speed", {})
+        except (OSError, ValueError):
+            continue
+        n, tokens = speed.get("rows_generated"), speed.get("new_tokens")
+        if isinstance(n, int) and n > 0 and isinstance(tokens, (int, float)):
+            acc = sums.setdefault("adapter" in s.inputs, [0.0, 0.0])
+            acc[0], acc[1] = acc[0] + tokens, acc[1] + n
+    return {tuned: t / n for tuned, (t, n) in sums.items()}
+
+
 def estimate(plan: Plan) -> Estimate:
     """Estimated seconds for every step (0 for the cheap data steps) and whether it is already done."""
     from delia.experiments.calibrate import calibrated
 
     c, root = calibrated(plan.exp.cost)[0], Path(plan.exp.out_dir)  # this machine's calibration, if cached
     per, done = {}, {}
+    measured = reply_tokens(plan, root)
     for s in plan.steps:
         done[s.key] = step_done(s, root)
         if s.kind == "sample":
@@ -116,6 +140,7 @@ def estimate(plan: Plan) -> Estimate:
             n = eval_rows(s)
             # unset = sized from the data at run time, at least 256 (delia.evaluation.budget)
             gen = s.config.get("generation", {}).get("max_new_tokens") or 256
+            gen = min(gen, measured.get("adapter" in s.inputs, gen)) if gen > 1 else gen
             factor = math.prod(c.hook_factor.get(s.config.get(h) or "", 1.0) for h in ("decoder", "prompt_hook"))
             secs = c.model_load + n * (c.score_row if gen <= 1 else gen * c.eval_token * factor)
         elif s.kind in ("drift_answers", "drift"):  # greedy answers (the base's are reused) + one scoring pass
@@ -127,7 +152,7 @@ def estimate(plan: Plan) -> Estimate:
         else:
             secs = 0.5
         per[s.key] = secs
-    return Estimate(per, done)
+    return Estimate(per, done, measured)
 
 
 def describe_step(s: Step) -> str:
