@@ -123,6 +123,8 @@ def test_single_ratio_report_changes_only_by_the_new_section(tmp_path, monkeypat
     section = "## Effects by diverse-data ratio" + text.split("## Effects by diverse-data ratio")[1].split("\n## ")[0]
     expected = text.replace(section + "\n", "").replace("![Effects by diverse-data ratio](figures/ratio_effects.png)\n",
                                                         "")
+    answer = "**Does DELIA beat" + expected.split("**Does DELIA beat")[1].split("Paired differences (A - B")[0]
+    expected = expected.replace(answer, "")
     assert before == expected and before != text
 
 
@@ -142,6 +144,34 @@ def test_a_method_restricted_to_some_ratios_is_not_missing_elsewhere(tmp_path):
     shutil.rmtree(tmp_path / "steps")
     write_experiment(tmp_path, [r for r in runs if r != ("delia@input", 3.0, 3)])
     assert "delia@input at ratio 3: seeds 1, 2 (missing 3)" in build_report(tmp_path).read_text()
+
+
+def test_the_verdict_opens_with_the_answer_per_control_and_ratio(tmp_path, monkeypatch):
+    write_experiment(tmp_path, [*RATIO3, ("delia", 10.0, 1)])
+    text = build_report(tmp_path).read_text()
+    verdict = text.split("## Verdict")[1].split("## Main results")[0]
+    assert verdict.lstrip().startswith("**Does DELIA beat plain instruction tuning?**")
+    table = [line for line in verdict.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| DELIA at ratio | control | what is equal | seeds DELIA / control | task-valid "
+                               "(unseen) | label accuracy (unseen; always the majority label: 75.0) | drift from "
+                               "the base (NLL) |")
+    rows = [r for r in table[1:] if not r.startswith("|---")]
+    # ratio order, the equal-steps control first; drift -0.4 on every query: closer, the interval is the point
+    assert [r.split(" | ")[:2] for r in rows] == [["| 3", "cit_steps"], ["| 3", "cit"], ["| 10", "cit_steps"],
+                                                 ["| 10", "cit"]]
+    assert "| 3 / 3 |" in rows[0] and rows[0].endswith("**closer to the base** (-0.400 [-0.400, -0.400]) |")
+    # the control the grid runs but has not finished at ratio 10 is said, not left out
+    assert rows[2] == "| 10 | cit_steps | CIT, equal optimizer steps | 1 / 0 | not run yet | not run yet | " \
+                      "not run yet |"
+    assert "| 1 / 3 † | **better** (+50.0 [" in rows[3] and "† one seed on a side." in verdict
+    assert "both below the majority class" not in verdict  # DELIA's label accuracy equals the majority class
+    # a label "gain" where neither model beats always answering the majority label is said to be one
+    monkeypatch.setitem(CUT, "delia", 12)
+    shutil.rmtree(tmp_path / "steps")
+    write_experiment(tmp_path, RATIO3)
+    verdict = build_report(tmp_path).read_text().split("## Verdict")[1].split("## Main results")[0]
+    row = next(r for r in verdict.splitlines() if r.startswith("| 3 | cit |"))
+    assert "; both below the majority class |" in row and "not run yet" not in verdict
 
 
 def test_missing_metrics_are_skipped_not_crashed(tmp_path):

@@ -197,6 +197,58 @@ def ratio_section(eff: Effects | None) -> list[str]:
     return lines
 
 
+def _word(metric: str, d: Interval) -> str:
+    """A paired difference DELIA - reference in words: which way, if the interval excludes 0."""
+    value = " ".join(_delta(metric, d))
+    if not d.significant:
+        return f"no significant difference ({value})"
+    if metric == "drift_nll":
+        return f"**{'closer to' if d.mean < 0 else 'further from'} the base** ({value})"
+    return f"**{'better' if d.mean > 0 else 'worse'}** ({value})"
+
+
+REFERENCES = {"cit_steps": "CIT, equal optimizer steps", "cit": "CIT, equal exposure"}
+
+
+def answer(eff: Effects | None) -> list[str]:
+    """The verdict's first lines: DELIA against each plain-tuning control at each ratio, on the headline set's
+    task-valid and label accuracy and on drift from the base, in words with the interval; [] without one."""
+    if eff is None:
+        return []
+    rows = []
+    for a, b, _, _ in sorted(eff.diffs, key=lambda x: (x[0].ratio, x[1].ratio == 0)):
+        if a.group.method != "delia" or any(r[0] == f"{a.ratio:g}" and r[1] == b.group.method for r in rows):
+            continue
+        got = {m: d for x, y, m, d in eff.diffs if x is a and y is b}
+        dagger = " †" if min(len(a.group.runs), len(b.group.runs)) == 1 else ""
+        cells = [_word(m, got[m]) if m in got else "–" for m in eff.metrics]
+        if "label_accuracy" in got and all(p.scores.get("label_accuracy") is not None
+                                           and p.scores["label_accuracy"].mean < eff.majority for p in (a, b)):
+            cells[eff.metrics.index("label_accuracy")] += "; both below the majority class"
+        rows.append([f"{a.ratio:g}", b.group.method, REFERENCES.get(b.group.method, ""),
+                     f"{len(a.group.runs)} / {len(b.group.runs)}{dagger}", *cells])
+    if not rows:
+        return []
+    # an equal-steps control the grid runs but has not finished at a DELIA ratio: said, not left out
+    if any(p.group.method == "cit_steps" for p in eff.points):
+        for a in eff.points:
+            if a.group.method == "delia" and not any(p.group.method == "cit_steps" and p.ratio == a.ratio
+                                                     for p in eff.points):
+                rows.append([f"{a.ratio:g}", "cit_steps", REFERENCES["cit_steps"], f"{len(a.group.runs)} / 0",
+                             *("not run yet" for _ in eff.metrics)])
+        rows.sort(key=lambda r: (float(r[0]), r[1] != "cit_steps"))
+    head = {"task_valid": f"task-valid ({eff.set})", "drift_nll": "drift from the base (NLL)",
+            "label_accuracy": f"label accuracy ({eff.set}; always the majority label: "
+                              + ("–" if math.isnan(eff.majority) else f"{100 * eff.majority:.1f}") + ")"}
+    lines = ["**Does DELIA beat plain instruction tuning?** DELIA - control, paired, 95% cluster bootstrap over "
+             "examples (queries for drift) and seeds; a direction is stated only where the interval excludes 0.", ""]
+    lines += md_table(["DELIA at ratio", "control", "what is equal", "seeds DELIA / control",
+                       *(head[m] for m in eff.metrics)], rows)
+    if any("†" in r[3] for r in rows):
+        lines += ["", f"† one seed on a side. {ONE_SEED}"]
+    return lines + [""]
+
+
 def coverage(eff: Effects | None) -> list[str]:
     """The verdict's line on the grid behind it: seeds per method and ratio, and what is missing (only when there
     is more than one ratio or something is missing)."""

@@ -46,7 +46,8 @@ def build_report(root: str | Path) -> Path:
     lines = [f"# Experiment report: `{root}`", "",
              f"{len(res.rows)} runs; methods {', '.join(res.methods)}; sizes {res.sizes or '–'}; "
              f"ratios {res.ratios or '–'}. Rebuilt from saved results only.", ""]
-    lines += compare.verdict(comps, majority, budget_cells, _evidence(exp)) if sets else []
+    verdict = compare.verdict(comps, majority, budget_cells, _evidence(exp)) if sets else []
+    lines += verdict[:2] + ratio_tables.answer(effects) + verdict[2:]
     drift_lines = drift_tables.drift_verdict(res, gs)
     lines += (drift_lines + [""]) if drift_lines else []
     lines += ratio_tables.coverage(effects)
