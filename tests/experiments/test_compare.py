@@ -104,6 +104,15 @@ def test_pairs_cover_every_cit_like_reference_once():
                    ("wo_all", "cit_steps"), ("delia", "original")}
 
 
+def test_a_recipe_variant_pairs_with_its_own_method_at_the_same_ratio():
+    gs = [Group("cit", None, [{}], True), Group("cit@paper", None, [{}], True),
+          *(Group(m, r, [{}], True) for m in ("delia", "delia@input") for r in (3.0, 10.0))]
+    got = {(a.label, b.label) for a, b in pairs(gs)}
+    assert ("delia@input (ratio 3)", "delia (ratio 3)") in got and ("delia@input (ratio 10)", "delia (ratio 10)") in got
+    assert ("delia@input (ratio 3)", "delia (ratio 10)") not in got
+    assert len([p for p in got if set(p) == {"cit", "cit@paper"}]) == 1  # once, in either order
+
+
 def test_an_equal_steps_control_pairs_only_at_its_own_ratio():
     gs = [Group("original", None, [{}], False), Group("cit", None, [{}], True),
           *(Group(m, r, [{}], True) for m in ("delia", "cit_steps") for r in (3.0, 10.0))]

@@ -108,7 +108,7 @@ class Comparison:
 
 def pairs(gs: list[Group]) -> list[tuple[Group, Group]]:
     """(method, reference) pairs: trained methods vs each cit-like method (at the same ratio when both have one);
-    delia vs original and vs plain."""
+    delia vs original and vs plain; a recipe variant (METHOD@NAME) vs METHOD at the same ratio."""
     live = [g for g in gs if not g.twin_of]
     refs = [g for g in live if g.method.startswith("cit")]
     out = []
@@ -124,6 +124,9 @@ def pairs(gs: list[Group]) -> list[tuple[Group, Group]]:
     out += [(g, o) for g in live if g.method == "delia" for o in live if o.method == "original"]
     # `delia run`'s question: does DELIA beat what the user would do without it (plain instruction tuning)?
     out += [(g, p) for g in live if g.method == "delia" for p in live if p.method == "plain"]
+    # a recipe variant against its own method at the same ratio (delia@input vs delia: what the recipe changes)
+    out += [(g, b) for g in live if "@" in g.method and g.trained for b in live
+            if b.method == g.method.split("@")[0] and b.ratio == g.ratio and (g, b) not in out and (b, g) not in out]
     return out
 
 
