@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from delia.experiments.compare import Comparison, Group, pairs, scale_note
+from delia.experiments.compare import Comparison, Group, paired, pairs, scale_note
 from delia.experiments.report import build_report
 from delia.experiments.results import collect
 from delia.experiments.stats import Interval
@@ -101,7 +101,35 @@ def test_pairs_cover_every_cit_like_reference_once():
     g["w_all"] = Group("w_all", None, [{}], True, twin_of="delia")
     got = {(a.method, b.method) for a, b in pairs(list(g.values()))}
     assert got == {("cit_steps", "cit"), ("delia", "cit"), ("wo_all", "cit"), ("delia", "cit_steps"),
-                   ("wo_all", "cit_steps"), ("delia", "original")}
+                   ("delia", "original")}
+
+
+def test_an_ablation_pairs_with_the_run_it_removes_one_component_from():
+    gs = [Group("cit", None, [{}], True), Group("wo_all", None, [{}], True),
+          *(Group(m, r, [{}], True) for m in ("delia", "cit_steps") for r in (3.0, 10.0)),
+          Group("wo_diversified", 3.0, [{}], True)]
+    got = {(a.label, b.label) for a, b in pairs(gs) if a.method.startswith("wo_")}
+    # w/o diversified = DELIA with one fixed instruction (same ratio); w/o all = CIT with one fixed instruction
+    assert got == {("wo_diversified (ratio 3)", "delia (ratio 3)"), ("wo_all", "cit")}
+
+
+class _Keyed:
+    """Results stand-in: each run carries its (example id, instruction id) -> outcome map."""
+
+    def keyed(self, run, set_name, metric):
+        return run[set_name]
+
+
+def test_methods_scored_under_their_own_phrasings_pair_by_example():
+    # DELIA "seen" on two of its training phrasings per seed; the ablation on its one fixed instruction
+    delia = Group("delia", 3.0, [{"seen": {("e0", "seen/1"): 1.0, ("e1", "seen/2"): 1.0, ("e2", "seen/1"): 0.0}}], True)
+    fixed = Group("wo_diversified", 3.0, [{"seen": {("e0", "fixed"): 1.0, ("e1", "fixed"): 0.0,
+                                                     ("e2", "fixed"): 0.0}}], True)
+    d = paired(_Keyed(), fixed, delia, "seen", "task_valid")
+    assert d.n_keys == 3 and abs(d.mean - (-1 / 3)) < 1e-9
+    # two prompts of one example on a side cannot be paired by example alone: no comparison, not a wrong one
+    two = Group("delia", 3.0, [{"seen": {("e0", "seen/1"): 1.0, ("e0", "seen/2"): 0.0}}], True)
+    assert paired(_Keyed(), fixed, two, "seen", "task_valid").n_keys == 0
 
 
 def test_a_recipe_variant_pairs_with_its_own_method_at_the_same_ratio():

@@ -36,6 +36,13 @@ def test_report_from_saved_results(make_exp, fake_stages, tmp_path):
                   "## Robustness on unseen phrasings", "## Downstream loss and first-token state space"):
         assert title in text
     assert "| w/o diversified downstream data |" in text and "| w/o all |" in text
+    # Table 4 shows DELIA at the ablation's ratio (1), not its largest (2): each row removes one component
+    assert "DELIA and w/o diversified downstream data at ratio 1." in text
+    assert "| w/ all (DELIA) | 2 | 50.0 [" in text
+    # an ablation is paired with the run it removes one component from, not with every control
+    assert "| wo_diversified (ratio 1) | delia (ratio 1) | unseen | task-valid |" in text
+    assert "| wo_all | cit | unseen | task-valid |" in text and "| wo_all | delia" not in text
+    assert "vs original (" not in text  # the relative gain over an untrained base scoring 0 is undefined: no column
     # ratio table: ratio 0 is CIT (fake state space 9.5 for trained models) -> reduction 0
     assert "| 0 | 2 | 1.500 | 9.50 | 0.0 |" in text
     for fig in ("fig2_l2_layers.png", "fig3_loss_vs_ratio.png", "fig4_state_space.png", "format_accuracy.png",

@@ -66,10 +66,19 @@ def groups(res: Results) -> list[Group]:
     return out
 
 
+def _by_example(keyed: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+    """Re-keyed by example alone when the run has one prompt per example; {} otherwise."""
+    out = {(ex, ""): v for (ex, _), v in keyed.items()}
+    return out if len(out) == len(keyed) else {}
+
+
 def matrix(res: Results, runs: list[dict[str, Any]], set_name: str, metric: str,
-           keys: list[tuple[str, str]] | None = None) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """(seeds x keys) outcomes over the keys every run has (or the given `keys`), and those keys."""
+           keys: list[tuple[str, str]] | None = None,
+           by_example: bool = False) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """(seeds x keys) outcomes over the keys every run has (or the given `keys`), and those keys. `by_example`:
+    keyed by example id alone (each run has one prompt per example, under a phrasing of its own)."""
     per = [res.keyed(r, set_name, metric) for r in runs]
+    per = [_by_example(p) if by_example else p for p in per]
     per = [p for p in per if p]
     if not per:
         return np.zeros((0, 0)), []
@@ -86,15 +95,18 @@ def interval(res: Results, runs: list[dict[str, Any]], set_name: str, metric: st
 
 
 def paired(res: Results, a: Group, b: Group, set_name: str, metric: str) -> Interval:
-    """Mean per-prompt difference A - B over the keys both have, with its cluster-bootstrap interval."""
-    ma, ka = matrix(res, a.runs, set_name, metric)
-    mb, kb = matrix(res, b.runs, set_name, metric)
-    keys = sorted(set(ka) & set(kb))
-    if not keys:
-        return NAN
-    ma, _ = matrix(res, a.runs, set_name, metric, keys)
-    mb, _ = matrix(res, b.runs, set_name, metric, keys)
-    return cluster_bootstrap(ma, [k[0] for k in keys], mb)
+    """Mean per-prompt difference A - B over the keys both have, with its cluster-bootstrap interval. Two methods
+    scored on the same examples under different phrasings with one prompt per example each (a fixed-instruction
+    ablation "seen" on its own instruction vs DELIA on its seen ones) are paired by example."""
+    for by_example in (False, True):
+        _, ka = matrix(res, a.runs, set_name, metric, by_example=by_example)
+        _, kb = matrix(res, b.runs, set_name, metric, by_example=by_example)
+        keys = sorted(set(ka) & set(kb))
+        if keys:
+            ma, _ = matrix(res, a.runs, set_name, metric, keys, by_example)
+            mb, _ = matrix(res, b.runs, set_name, metric, keys, by_example)
+            return cluster_bootstrap(ma, [k[0] for k in keys], mb)
+    return NAN
 
 
 @dataclass
@@ -106,21 +118,33 @@ class Comparison:
     diff: Interval
 
 
+# The paper's Table 4 ablations and the run each removes one component from: w/o diversified downstream data is
+# DELIA with one fixed instruction; w/o all is CIT with one fixed instruction.
+ABLATION_OF = {"wo_diversified": "delia", "wo_all": "cit"}
+
+
+def _same_ratio(a: Group, b: Group) -> bool:
+    return None in (a.ratio, b.ratio) or a.ratio == b.ratio
+
+
 def pairs(gs: list[Group]) -> list[tuple[Group, Group]]:
     """(method, reference) pairs: trained methods vs each cit-like method (at the same ratio when both have one);
-    delia vs original and vs plain; a recipe variant (METHOD@NAME) vs METHOD at the same ratio."""
+    delia vs original and vs plain; a recipe variant (METHOD@NAME) vs METHOD at the same ratio; an ablation vs
+    the run it removes one component from (ABLATION_OF), at the same ratio."""
     live = [g for g in gs if not g.twin_of]
     refs = [g for g in live if g.method.startswith("cit")]
     out = []
     for ref in refs:
         for g in live:
-            if g is ref or not g.trained:
+            if g is ref or not g.trained or g.method in ABLATION_OF:
                 continue
             if g.method.startswith("cit") and live.index(g) < live.index(ref):
                 continue  # cit vs cit_steps once, not twice
-            if None not in (g.ratio, ref.ratio) and g.ratio != ref.ratio:
+            if not _same_ratio(g, ref):
                 continue  # an equal-steps control is DELIA's twin at its own ratio, never at another
             out.append((g, ref))
+    out += [(g, full) for g in live if g.method in ABLATION_OF for full in live
+            if full.method == ABLATION_OF[g.method] and _same_ratio(g, full)]
     out += [(g, o) for g in live if g.method == "delia" for o in live if o.method == "original"]
     # `delia run`'s question: does DELIA beat what the user would do without it (plain instruction tuning)?
     out += [(g, p) for g in live if g.method == "delia" for p in live if p.method == "plain"]

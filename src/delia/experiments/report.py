@@ -157,23 +157,28 @@ def table3(res: Results) -> list[str]:
 
 
 def table4(res: Results, sets: list[str]) -> list[str]:
-    """Table 4: DELIA's ablations (task-valid; label accuracy beside the majority class)."""
+    """Table 4: DELIA's ablations (task-valid; label accuracy beside the majority class). DELIA and w/o diversified
+    downstream data are shown at the same ratio (the ablation's), so each row removes one component."""
     twins = {"w_all": "delia", "wo_diverse": "cit"}  # the same steps under the paper's names
     present = [(m if m in res.methods else twins.get(m), label) for m, label in ABLATIONS]
     present = [(m, label) for m, label in present if m in res.methods]
     if not any(m in ("wo_diversified", "wo_all") for m, _ in present) or not sets:
         return []
+    ablated = {r["ratio"] for r in res.pick("wo_diversified")} - {None}
+    ratio = max(ablated) if ablated else None  # DELIA at the ablation's ratio (None: DELIA's largest)
     present += [(m, f"({m}, untrained)") for m in ("original", "random_init") if m in res.methods]
+    runs = {m: res.pick(m, ratio=ratio if m in ("delia", "w_all", "wo_diversified") else None) for m, _ in present}
     s = sets[1] if len(sets) > 1 else sets[0]
-    maj = pct(tables.majority(res, [r for m, _ in present for r in res.pick(m)], s))
-    rows = [[label, cell(interval(res, res.pick(m), s, "task_valid")),
-             cell(interval(res, res.pick(m), sets[0], "task_valid")),
-             pct(interval(res, res.pick(m), s, "label_accuracy").mean), maj,
-             _num(res.mean(res.pick(m), "l2.mean.middle"), 1), _num(res.mean(res.pick(m), "valid.loss"), 3)]
+    shown = [s] + [x for x in sets[:1] if x != s]
+    maj = pct(tables.majority(res, [r for m, _ in present for r in runs[m]], s))
+    rows = [[label, str(len(runs[m])), *(cell(interval(res, runs[m], x, "task_valid")) for x in shown),
+             pct(interval(res, runs[m], s, "label_accuracy").mean), maj,
+             _num(res.mean(runs[m], "l2.mean.middle"), 1), _num(res.mean(runs[m], "valid.loss"), 3)]
             for m, label in present]
-    return (["## Table 4: ablations", ""] +
-            md_table(["condition", f"{s} task-valid", f"{sets[0]} task-valid", "label acc", "majority class",
-                    "mid-layer L2", "valid loss"], rows))
+    at = f"DELIA and w/o diversified downstream data at ratio {ratio:g}. " if ratio is not None else ""
+    return (["## Table 4: ablations", "", f"{at}Each row's seeds pooled; [low, high]: 95% cluster bootstrap.", ""] +
+            md_table(["condition", "seeds", *(f"{x} task-valid" for x in shown), f"{s} label acc",
+                      "majority class", "mid-layer L2", "valid loss"], rows))
 
 
 def _by_ratio(res: Results, metric: str) -> dict[float, list[float]]:
