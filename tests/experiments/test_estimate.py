@@ -101,3 +101,34 @@ def test_evaluations_are_sized_by_the_replies_of_finished_ones(make_exp, tmp_pat
     d2.mkdir(parents=True)
     d2.joinpath("done.json").write_text(json.dumps({"seconds": 3.0}))
     assert estimate(plan).reply_tokens == {True: 30.0}
+
+
+def test_remaining_steps_are_rescaled_by_what_finished_ones_of_their_kind_took(make_exp, tmp_path):
+    # the cost model says 60 s per CIT training; one CIT seed finished in 150 s (2.5x the model): the other seeds and
+    # DELIA's training are charged 2.5x their modelled time; evaluations keep the model until one of them finishes
+    import json
+
+    exp = make_exp(grid={"methods": ["cit", "delia"], "ratios": [3.0], "seeds": [1, 2]}, out=str(tmp_path / "exp"),
+                   cost={"train_row": 2.0, "train_diverse_row": 1.28, "eval_token": 0.01, "model_load": 0.0,
+                         "hook_factor": {}}, sample={"max_new_tokens": 128})
+    plan = expand(exp)
+    trains = {(r.method, r.axes["seed"]): r.steps["train"] for r in plan.runs}
+    before = estimate(plan)
+    assert before.scale == {}
+    modelled = {k: before.per_step[s.key] for k, s in trains.items()}
+    assert modelled[("cit", 1)] == pytest.approx(30 * 2.0)
+    d = trains[("cit", 1)].dir(tmp_path / "exp")
+    d.mkdir(parents=True)
+    d.joinpath("done.json").write_text(json.dumps({"seconds": 150.0}))
+    after = estimate(plan)
+    assert after.scale == {"train": (pytest.approx(2.5), 1)}
+    assert after.done[trains[("cit", 1)].key]
+    for k in [("cit", 2), ("delia", 1), ("delia", 2)]:
+        assert after.per_step[trains[k].key] == pytest.approx(2.5 * modelled[k])
+    test = next(r for r in plan.runs if r.method == "delia").steps["test"]
+    assert after.per_step[test.key] == pytest.approx(before.per_step[test.key])
+    assert after.total == pytest.approx(before.total - modelled[("cit", 1)]
+                                        + 1.5 * sum(v for k, v in modelled.items() if k != ("cit", 1)))
+    # a finished step that recorded no time (an older step) does not count
+    d.joinpath("done.json").write_text(json.dumps({"summary": {}}))
+    assert estimate(plan).scale == {}

@@ -84,7 +84,10 @@ def run_and_report(exp, label: str, dry_run: bool = False, report: bool = True, 
               + ("; evaluations sized by the replies of finished ones (mean new tokens per reply: "
                  + ", ".join(f"{'tuned' if k else 'base'} {v:.0f}" for k, v in sorted(est.reply_tokens.items(),
                                                                                      reverse=True))
-                 + "), otherwise by the full budget" if est.reply_tokens else ""))
+                 + "), otherwise by the full budget" if est.reply_tokens else "")
+              + ("; rescaled by this grid's finished steps (measured / modelled: "
+                 + ", ".join(f"{k} x{f:.2f} over {n}" for k, (f, n) in sorted(est.scale.items())) + ")"
+                 if est.scale else ""))
     if dry_run:
         return
     t0 = time.perf_counter()

@@ -85,6 +85,8 @@ class Estimate:
     done: dict[str, bool]
     # mean new tokens per reply measured by the plan's finished evaluations, tuned (True) / base (False) models
     reply_tokens: dict[bool, float] = field(default_factory=dict)
+    # per step kind: measured / modelled seconds over the plan's finished steps of that kind, and how many
+    scale: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -115,8 +117,34 @@ def reply_tokens(plan: Plan, root: Path) -> dict[bool, float]:
     return {tuned: t / n for tuned, (t, n) in sums.items()}
 
 
+# step kinds whose remaining steps are rescaled by what the finished ones took (drift steps pool both kinds)
+SCALED = {"train": "train", "eval": "eval", "drift": "drift", "drift_answers": "drift"}
+
+
+def measured_scale(plan: Plan, root: Path, modelled: dict[str, float],
+                   done: dict[str, bool]) -> dict[str, tuple[float, int]]:
+    """Per step kind (`SCALED`): the wall seconds the plan's finished steps recorded in `done.json`, over what the
+    cost model gives them, and how many there were. A grid in progress thereby sizes its remaining training and
+    evaluation by this machine, its threads and its load as they were, whatever the `cost:` model says. Steps
+    without a recorded time (older runs) or modelled at under a second are skipped."""
+    sums: dict[str, list[float]] = {}
+    for s in plan.steps:
+        kind = SCALED.get(s.kind)
+        if kind is None or not done[s.key] or modelled[s.key] < 1.0:
+            continue
+        try:
+            secs = json.loads((s.dir(root) / "done.json").read_text()).get("seconds")
+        except (OSError, ValueError):
+            continue
+        if isinstance(secs, (int, float)) and secs > 0:
+            acc = sums.setdefault(kind, [0.0, 0.0, 0])
+            acc[0], acc[1], acc[2] = acc[0] + secs, acc[1] + modelled[s.key], acc[2] + 1
+    return {kind: (measured / model, int(n)) for kind, (measured, model, n) in sums.items()}
+
+
 def estimate(plan: Plan) -> Estimate:
-    """Estimated seconds for every step (0 for the cheap data steps) and whether it is already done."""
+    """Estimated seconds for every step (0 for the cheap data steps) and whether it is already done: the `cost:`
+    model (or this machine's calibration), then rescaled per kind by the plan's finished steps (`measured_scale`)."""
     from delia.experiments.calibrate import calibrated
 
     c, root = calibrated(plan.exp.cost)[0], Path(plan.exp.out_dir)  # this machine's calibration, if cached
@@ -152,7 +180,11 @@ def estimate(plan: Plan) -> Estimate:
         else:
             secs = 0.5
         per[s.key] = secs
-    return Estimate(per, done, measured)
+    scale = measured_scale(plan, root, per, done)
+    for s in plan.steps:
+        if not done[s.key] and SCALED.get(s.kind) in scale:
+            per[s.key] *= scale[SCALED[s.kind]][0]
+    return Estimate(per, done, measured, scale)
 
 
 def describe_step(s: Step) -> str:
