@@ -51,3 +51,17 @@ def test_no_drift_steps_no_section(tmp_path):
                                                         "seed": 1, "steps": {"train": "x"}, "metrics": {}}]))
     res = Results(tmp_path)
     assert drift_section(res, groups(res)) == [] and drift_verdict(res, groups(res)) == []
+
+
+def test_per_query_drift_values_are_exported(tmp_path):
+    import csv
+
+    from delia.experiments.report import write_items
+
+    res = _experiment(tmp_path, {"cit": [[1.0, 2.0]], "delia": [[0.5, 0.25]]}, {"cit": [[0, 1]], "delia": [[0, 0]]})
+    n_items, n_drift = write_items(res, tmp_path / "items.csv", tmp_path / "drift_items.csv")
+    assert (n_items, n_drift) == (0, 4)  # no test predictions saved here
+    with open(tmp_path / "drift_items.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["run"], r["query_id"], float(r["nll"]), r["leak"]) for r in rows] == [
+        ("cit/0", "q0", 1.0, "0"), ("cit/0", "q1", 2.0, "1"), ("delia/0", "q0", 0.5, "0"), ("delia/0", "q1", 0.25, "0")]

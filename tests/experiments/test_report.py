@@ -68,3 +68,26 @@ def test_results_json_holds_every_grid_point(make_exp, fake_stages):
     assert sorted((r["size"], r["ratio"], r["seed"]) for r in rows) == sorted(
         (n, r, s) for n in (30, 65) for r in (1.0, 3.0) for s in (1, 2))
     assert tmp.exists()
+
+
+def test_per_prompt_outcomes_are_written_beside_the_report(make_exp, fake_stages, tmp_path):
+    # items.csv holds every run's per-prompt 0/1 outcomes: per run and set they average to the report's scores
+    import csv
+
+    exp = make_exp(grid={"methods": ["original", "cit", "delia"], "seeds": [42, 43], "ratios": [1.0]})
+    run_experiment(expand(exp))
+    text = build_report(exp.out_dir).read_text()
+    res = Results(tmp_path / "exp")
+    with open(tmp_path / "exp/items.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == sum(len(res.predictions(r)) for r in res.rows) > 0
+    assert f"`items.csv` ({len(rows)} rows" in text
+    assert {r["run"] for r in rows} == {r["run"] for r in res.rows}
+    for run in res.rows:
+        for s in ("seen", "unseen"):
+            mine = [int(r["task_valid"]) for r in rows if r["run"] == run["run"] and r["set"] == s]
+            expected = res.keyed(run, s, "task_valid")
+            assert mine and sum(mine) == sum(expected.values()) and len(mine) == len(expected)
+            assert sum(mine) / len(mine) == pytest.approx(run["metrics"][f"{s}.task_valid"])
+    assert {r["method"]: r["task_valid"] for r in rows if r["set"] == "seen"}["original"] == "0"
+    assert (tmp_path / "exp/drift_items.csv").read_text().startswith("run,method,ratio,seed,query_id,nll,leak")

@@ -21,7 +21,8 @@ from delia.experiments.stats import NAN, Interval, cluster_bootstrap
 Table = dict[str, dict[str, float]]  # query id -> {"nll": ..., "leak": 0/1}
 
 
-def _rows(res: Results, run: dict[str, Any]) -> Table:
+def drift_rows(res: Results, run: dict[str, Any]) -> Table:
+    """query id -> {nll, leak} of one run's drift step ({} when it has none)."""
     step = run["steps"].get("drift")
     path = res.root / step / "drift.jsonl" if step else None
     if path is None or not path.exists():
@@ -37,7 +38,7 @@ def _rows(res: Results, run: dict[str, Any]) -> Table:
 
 def _matrix(res: Results, runs: list[dict[str, Any]], metric: str,
             keys: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    per = [t for t in (_rows(res, r) for r in runs) if t]
+    per = [t for t in (drift_rows(res, r) for r in runs) if t]
     if not per:
         return np.zeros((0, 0)), []
     if keys is None:

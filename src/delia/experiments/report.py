@@ -67,10 +67,50 @@ def build_report(root: str | Path) -> Path:
                         phrasings.phrasing_figure(res, gs, sets, figs)):
         if name:
             lines.append(f"![{title}](figures/{name})")
+    n_items, n_drift = write_items(res, root / "items.csv", root / "drift_items.csv")
+    lines += ["", f"Per-prompt outcomes behind every table: `items.csv` ({n_items} rows: run, set, example, "
+              f"instruction, each 0/1 outcome, failure and finish reason) and `drift_items.csv` ({n_drift} rows: "
+              "run, query, NLL, leak), so every interval here can be recomputed without the step cache."]
     lines += ["", "## Experiment config", "", "```yaml", exp.rstrip(), "```", ""]
     out = root / "report.md"
     out.write_text("\n".join(lines))
     return out
+
+
+ITEM_COLUMNS = ["run", "method", "ratio", "seed", "set", "example_id", "instruction_id", "task_valid",
+                "format_accuracy", "format_accuracy_strict", "label_accuracy", "label", "gold_label", "failure",
+                "finish_reason"]
+
+
+def write_items(res: Results, items: Path, drift: Path) -> tuple[int, int]:
+    """Every run's per-prompt test outcomes (the 0/1 values `Results.keyed` pairs on; blank where the task has no
+    such metric) and per-query drift values, as CSV; returns the row counts. Rows follow results.json's run order,
+    then the predictions' order, so the files are a pure function of what the grid saved."""
+    import csv
+
+    from delia.experiments.results import ROW_METRICS
+
+    n_items = n_drift = 0
+    with open(items, "w", newline="", encoding="utf-8") as f, open(drift, "w", newline="", encoding="utf-8") as g:
+        wi, wd = csv.writer(f), csv.writer(g)
+        wi.writerow(ITEM_COLUMNS)
+        wd.writerow(["run", "method", "ratio", "seed", "query_id", "nll", "leak"])
+        for run in res.rows:
+            head = [run["run"], run["method"], run.get("ratio"), run.get("seed")]
+            for i, p in enumerate(res.predictions(run)):
+                outcome = []
+                for name, fn in ROW_METRICS.items():
+                    try:
+                        outcome.append(int(bool(fn(p))))
+                    except KeyError:  # a task without this metric
+                        outcome.append("")
+                wi.writerow([*head, p.get("set"), p.get("example_id", i), p.get("instruction_id", ""), *outcome,
+                             p.get("label"), p.get("gold_label"), p.get("failure"), p.get("finish_reason")])
+                n_items += 1
+            for qid, v in drift_tables.drift_rows(res, run).items():
+                wd.writerow([*head, qid, v["nll"], int(v["leak"])])
+                n_drift += 1
+    return n_items, n_drift
 
 
 def _evidence(exp_yaml: str) -> str | None:
