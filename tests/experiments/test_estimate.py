@@ -132,3 +132,33 @@ def test_remaining_steps_are_rescaled_by_what_finished_ones_of_their_kind_took(m
     # a finished step that recorded no time (an older step) does not count
     d.joinpath("done.json").write_text(json.dumps({"summary": {}}))
     assert estimate(plan).scale == {}
+
+
+def test_a_resumed_sample_is_charged_by_its_cached_answers_length(make_exp, tmp_path):
+    # one-shot answers stop long before the budget (halu100: 81 new tokens of 256); once the cache holds
+    # MIN_CACHED answers, the remaining queries are charged their mean length, not the budget
+    import json
+
+    from delia.experiments.estimate import MIN_CACHED
+
+    exp = make_exp(grid={"methods": ["delia"], "ratios": [3.0]}, out=str(tmp_path / "exp"),
+                   sample={"max_new_tokens": 100}, cost={"sample_token": 0.01, "model_load": 1.0})
+    plan = expand(exp)
+    sample = next(s for s in plan.steps if s.kind == "sample")
+    limit = sample.volatile["limit"]
+    d = sample.dir(tmp_path / "exp")
+    d.mkdir(parents=True)
+
+    def cache(n: int) -> None:
+        d.joinpath("cache.jsonl").write_text("".join(json.dumps(
+            {"id": f"q{i}", "meta": {"finish_reason": "stop", "n_new_tokens": 20 + 10 * (i % 2)}}) + "\n"
+            for i in range(n)))
+
+    cache(MIN_CACHED - 1)  # too few to trust: the budget
+    est = estimate(plan)
+    assert est.per_step[sample.key] == pytest.approx(1.0 + (limit - MIN_CACHED + 1) * 100 * 0.01)
+    assert est.answer_tokens == {}
+    cache(MIN_CACHED)
+    est = estimate(plan)
+    assert est.answer_tokens == {sample.key: pytest.approx(25.0)}
+    assert est.per_step[sample.key] == pytest.approx(1.0 + (limit - MIN_CACHED) * 25.0 * 0.01)

@@ -87,7 +87,9 @@ def run_and_report(exp, label: str, dry_run: bool = False, report: bool = True, 
                  + "), otherwise by the full budget" if est.reply_tokens else "")
               + ("; rescaled by this grid's finished steps (measured / modelled: "
                  + ", ".join(f"{k} x{f:.2f} over {n}" for k, (f, n) in sorted(est.scale.items())) + ")"
-                 if est.scale else ""))
+                 if est.scale else "")
+              + ("; sampling sized by the cached answers (mean new tokens: "
+                 + ", ".join(f"{v:.0f}" for v in est.answer_tokens.values()) + ")" if est.answer_tokens else ""))
     if dry_run:
         return
     t0 = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,11 +73,23 @@ def eval_rows(step: Step) -> int:
     return len(get_task(cfg.task).rows(cfg))
 
 
-def _cached_rows(path: Path) -> int:
+_NEW_TOKENS = re.compile(rb'"n_new_tokens": (\d+)')
+MIN_CACHED = 16  # answers a sample cache must hold before its mean length replaces the budget
+
+
+def _cached_rows(path: Path) -> tuple[int, float | None]:
+    """Answers in a sample cache, and their mean new tokens (None below `MIN_CACHED` answers that record it)."""
     if not path.exists():
-        return 0
+        return 0, None
+    n, tokens = 0, []
     with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
+        for line in f:
+            if line.strip():
+                n += 1
+                m = _NEW_TOKENS.search(line)
+                if m:
+                    tokens.append(int(m.group(1)))
+    return n, (sum(tokens) / len(tokens) if len(tokens) >= MIN_CACHED else None)
 
 
 @dataclass
@@ -87,6 +100,8 @@ class Estimate:
     reply_tokens: dict[bool, float] = field(default_factory=dict)
     # per step kind: measured / modelled seconds over the plan's finished steps of that kind, and how many
     scale: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # per sample step: mean new tokens of the answers its cache already holds (charged instead of the budget)
+    answer_tokens: dict[str, float] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -148,13 +163,17 @@ def estimate(plan: Plan) -> Estimate:
     from delia.experiments.calibrate import calibrated
 
     c, root = calibrated(plan.exp.cost)[0], Path(plan.exp.out_dir)  # this machine's calibration, if cached
-    per, done = {}, {}
+    per, done, answer_tokens = {}, {}, {}
     measured = reply_tokens(plan, root)
     for s in plan.steps:
         done[s.key] = step_done(s, root)
         if s.kind == "sample":
-            todo = max(0, s.volatile["limit"] - _cached_rows(s.dir(root) / "cache.jsonl"))
+            cached, mean = _cached_rows(s.dir(root) / "cache.jsonl")
+            todo = max(0, s.volatile["limit"] - cached)
             budget = s.config.get("max_new_tokens", 512)
+            if mean is not None:  # a resumed sample: answers run as long as the cached ones, not to the budget
+                answer_tokens[s.key] = mean
+                budget = min(budget, mean)
             secs = c.model_load + todo * budget * c.sample_token if todo else 0.0
         elif s.kind == "train":
             data = s.inputs["data"]
@@ -184,7 +203,7 @@ def estimate(plan: Plan) -> Estimate:
     for s in plan.steps:
         if not done[s.key] and SCALED.get(s.kind) in scale:
             per[s.key] *= scale[SCALED[s.kind]][0]
-    return Estimate(per, done, measured, scale)
+    return Estimate(per, done, measured, scale, answer_tokens)
 
 
 def describe_step(s: Step) -> str:
