@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -169,6 +171,51 @@ def test_native_bf16_override(monkeypatch):
         with pytest.raises(models.NativeBf16Error, match=f"DELIA_NATIVE_BF16={bad!r}: expected 0") as e:
             models.resolve_dtype("auto")
         assert isinstance(e.value, UserError) and isinstance(e.value, ValueError)  # the CLI prints it, no traceback
+
+
+def test_auto_picks_bf16_only_where_the_cpu_has_it_and_it_measured_faster(monkeypatch, tmp_path):
+    """The flag is necessary, not sufficient: a CPU with avx512_bf16 whose bf16 matmuls run slower than fp32 (a
+    Xeon without AMX: 0.51x) gets fp32. The probe runs once per CPU model and torch version; its cached result
+    decides for every later process."""
+    monkeypatch.delenv(models.NATIVE_BF16_ENV, raising=False)
+    monkeypatch.setenv("DELIA_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "_SPEEDUP", {})
+    calls = []
+
+    def probe(speedup):
+        def measure():
+            calls.append(speedup)
+            return {"speedup": speedup, "fp32_gflops": 100.0, "bf16_gflops": 100.0 * speedup, "threads": 1}
+        return measure
+
+    monkeypatch.setattr(models, "cpu_flags_bf16", lambda: False)
+    monkeypatch.setattr(models, "measure_bf16_speedup", probe(2.0))
+    assert models.cpu_supports_bf16() is False and calls == []  # no flag: no probe, fp32
+    monkeypatch.setattr(models, "cpu_flags_bf16", lambda: True)
+    monkeypatch.setattr(models, "measure_bf16_speedup", probe(0.51))
+    assert models.cpu_supports_bf16() is False and models.resolve_dtype("auto") == torch.float32
+    assert calls == [0.51]  # measured once, then remembered
+    (cached,) = (tmp_path / "calibration").glob("bf16-*.json")
+    assert json.loads(cached.read_text())["speedup"] == 0.51
+    monkeypatch.setattr(models, "_SPEEDUP", {})  # a new process: the cached file decides, no new probe
+    monkeypatch.setattr(models, "measure_bf16_speedup", probe(2.0))
+    assert models.cpu_supports_bf16() is False and calls == [0.51]
+    cached.unlink()  # another machine (an empty cache): bf16 twice as fast there, so bf16
+    monkeypatch.setattr(models, "_SPEEDUP", {})
+    assert models.cpu_supports_bf16() is True and models.resolve_dtype("auto") == torch.bfloat16
+    assert calls == [0.51, 2.0]
+    monkeypatch.setattr(models, "_SPEEDUP", {})
+    monkeypatch.setattr(models, "measure_bf16_speedup", probe(1.1))
+    cached = next((tmp_path / "calibration").glob("bf16-*.json"))
+    cached.write_text("not json")  # a damaged cache entry is measured again, not an error
+    assert models.cpu_supports_bf16() is False  # 1.1x is below BF16_MIN_SPEEDUP: not worth bf16's precision
+    monkeypatch.setenv(models.NATIVE_BF16_ENV, "1")  # the override wins over the probe
+    assert models.cpu_supports_bf16() is True
+
+
+def test_the_bf16_probe_measures_real_matmuls():
+    out = models.measure_bf16_speedup(rows=16, reps=2)
+    assert out["speedup"] > 0 and out["fp32_gflops"] > 0 and out["bf16_gflops"] > 0 and out["threads"] >= 1
 
 
 @pytest.mark.slow

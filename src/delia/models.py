@@ -159,14 +159,21 @@ class NativeBf16Error(UserError, ValueError):
     """DELIA_NATIVE_BF16 holds something other than 0 or 1."""
 
 
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 matmul (AVX-512 BF16 or AMX).
+BF16_MIN_SPEEDUP = 1.25  # bf16 matmul must beat fp32 by this factor on a CPU for 'auto' to pick it
 
-    Without it bf16 is emulated and several times *slower* than fp32 (measured on an AVX-512 Ice Lake
-    without BF16: 55 vs 203 GFLOP/s), so 'auto' must not pick bf16 there. `DELIA_NATIVE_BF16=0|1` overrides the
-    detection for the whole process: an environment variable (not a config field) because it describes the
-    machine, like CUDA_VISIBLE_DEVICES, and must reach every stage and the benchmarks' "defaults for this
-    hardware" alike (e.g. `benchmarks/*.py --no-native-bf16` emulates a CPU without native bf16).
+
+def cpu_supports_bf16() -> bool:
+    """True when 'auto' computes in bf16 on this CPU: the CPU has native bf16 matmul (AVX-512 BF16 or AMX) *and*
+    bf16 measured at least `BF16_MIN_SPEEDUP` x faster than fp32 here (`bf16_speedup`, measured once per CPU
+    model and torch version, cached).
+
+    Without native bf16 it is emulated and several times *slower* than fp32 (measured on an AVX-512 Ice Lake
+    without BF16: 55 vs 203 GFLOP/s). With the flag it is not always faster either: a Xeon reporting
+    `avx512_bf16` without AMX ran bf16 matmuls at 0.51x fp32 and delia's sampling at 0.84x (docs/RESULTS.md),
+    where an AMD EPYC runs bf16 ~2x fp32; so the flag alone does not decide. `DELIA_NATIVE_BF16=0|1` overrides
+    both for the whole process: an environment variable (not a config field) because it describes the machine,
+    like CUDA_VISIBLE_DEVICES, and must reach every stage and the benchmarks' "defaults for this hardware" alike
+    (e.g. `benchmarks/*.py --no-native-bf16` emulates a CPU without native bf16).
     """
     override = os.environ.get(NATIVE_BF16_ENV, "").strip()
     if override:
@@ -174,6 +181,11 @@ def cpu_supports_bf16() -> bool:
             raise NativeBf16Error(f"{NATIVE_BF16_ENV}={override!r}: expected 0 (no native bf16: dtype/precision "
                                   f"auto pick fp32), 1 (native bf16: auto picks bf16), or unset (detect)")
         return override == "1"
+    return cpu_flags_bf16() and bf16_speedup() >= BF16_MIN_SPEEDUP
+
+
+def cpu_flags_bf16() -> bool:
+    """The CPU reports native bf16 matmul (AVX-512 BF16 or AMX), by torch's check or /proc/cpuinfo."""
     import torch
 
     cpu = getattr(torch, "cpu", None)
@@ -187,8 +199,87 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def measure_bf16_speedup(rows: int = 256, reps: int = 16) -> dict[str, float]:
+    """fp32 / bf16 seconds of the embedded model's largest linear (576 -> 1536, `rows` tokens), best of `reps`
+    interleaved runs after a warm-up, on one torch thread (the best of many one-thread runs stays near the quiet
+    value when other jobs share the cores; OpenMP teams do not): a fraction of a second."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _time_linears(rows, reps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _time_linears(rows: int, reps: int) -> dict[str, float]:
+    import time
+
+    import torch
+
+    x32, w32 = torch.randn(rows, 576), torch.randn(1536, 576)
+    pairs = {torch.float32: (x32, w32), torch.bfloat16: (x32.bfloat16(), w32.bfloat16())}
+    best = {dt: float("inf") for dt in pairs}
+    for _ in range(2):
+        for x, w in pairs.values():
+            torch.nn.functional.linear(x, w)
+    for _ in range(reps):
+        for dt, (x, w) in pairs.items():
+            t0 = time.perf_counter()
+            torch.nn.functional.linear(x, w)
+            best[dt] = min(best[dt], time.perf_counter() - t0)
+    flops = 2 * rows * 576 * 1536
+    return {"speedup": best[torch.float32] / best[torch.bfloat16], "fp32_gflops": flops / best[torch.float32] / 1e9,
+            "bf16_gflops": flops / best[torch.bfloat16] / 1e9, "threads": 1}
+
+
+_SPEEDUP: dict[str, float] = {}
+
+
+def bf16_speedup() -> float:
+    """How much faster bf16 matmul is than fp32 on this CPU (`measure_bf16_speedup`), measured once per CPU model
+    and torch version and kept in `cache_dir()/calibration/bf16-<digest>.json`, so every stage of a grid, in
+    every process, makes the same choice."""
+    import torch
+
+    key = {"cpu": _cpu_name(), "torch": torch.__version__}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    if digest in _SPEEDUP:
+        return _SPEEDUP[digest]
+    path = cache_dir() / "calibration" / f"bf16-{digest}.json"
+    try:
+        _SPEEDUP[digest] = float(json.loads(path.read_text())["speedup"])
+        return _SPEEDUP[digest]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    measured = measure_bf16_speedup()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**key, **measured}, indent=1) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only cache: measure again next time
+        log.warning("could not cache the bf16 speed probe at %s: %s", path, e)
+    _SPEEDUP[digest] = measured["speedup"]
+    return measured["speedup"]
+
+
 def resolve_dtype(dtype: DType | str = "auto", device: str = "cpu") -> torch.dtype:
-    """Map 'auto'/'bf16'/'fp32'/'fp16' to a torch dtype. 'auto': bf16 where the hardware supports it."""
+    """Map 'auto'/'bf16'/'fp32'/'fp16' to a torch dtype. 'auto': bf16 where the GPU supports it or the CPU has it
+    natively and it measured faster than fp32 there (`cpu_supports_bf16`)."""
     import torch
 
     table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
