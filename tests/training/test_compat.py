@@ -171,3 +171,19 @@ def test_tensorboard_logs_to_the_directory_given_not_the_environment(tmp_path, m
     acc.Reload()
     assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(3, 0.5)]
     assert not (tmp_path / "env").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_checkpoints_precision_is_read_from_the_training_args_the_trainer_saved(tmp_path):
+    # transformers' Trainer pickles its TrainingArguments as training_args.bin in every checkpoint
+    from transformers import TrainingArguments
+
+    from delia.training.compat import checkpoint_bf16
+
+    for flag in (True, False):
+        d = tmp_path / f"checkpoint-{int(flag)}"
+        d.mkdir()
+        torch.save(TrainingArguments(output_dir=str(tmp_path), bf16=flag, use_cpu=True), d / "training_args.bin")
+        assert checkpoint_bf16(d) is flag
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "training_args.bin").write_bytes(b"not a pickle")
+    assert checkpoint_bf16(tmp_path / "broken") is None and checkpoint_bf16(tmp_path / "missing") is None

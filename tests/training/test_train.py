@@ -300,3 +300,25 @@ def test_merge_writes_a_plain_model(side, precision, tiny_dir, rows_file, tmp_pa
     trained = logits(load_trained(result.run_dir)[0], ids)
     atol = {"fp32": 1e-5, "bf16": 3e-2}[precision]  # measured 3e-7 and 8e-3 (one bf16 step at |logit| ~1)
     torch.testing.assert_close(want, trained, rtol=0, atol=atol)
+
+
+def test_a_resumed_run_keeps_the_precision_it_started_in(tiny_dir, rows_file, tmp_path, monkeypatch, caplog):
+    """precision auto started in bf16 autocast (a CPU where bf16 is fast) and resumed where auto picks fp32 (another
+    CPU, or a new speed probe): the run finishes in bf16 autocast, records it, and says so."""
+    import logging
+
+    from delia import models
+    from delia.training.compat import checkpoint_bf16
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(models, "cpu_supports_bf16", lambda: True)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(tiny_cfg(rows_file, out, tiny_dir, precision="auto"), callbacks=[Interrupt(at=3)])
+    assert checkpoint_bf16(out / "checkpoints" / "checkpoint-2") is True
+    monkeypatch.setattr(models, "cpu_supports_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="delia.training.train"):
+        result = run_train(tiny_cfg(rows_file, out, tiny_dir, precision="auto"))
+    assert result.resumed_from.endswith("checkpoint-2") and result.global_step == 4
+    assert read_run_meta(out)["dtype"] == {"weights": "fp32", "autocast": "bf16"}
+    assert "resuming in the precision it started in (bf16 autocast), not the fp32" in caplog.text
+    assert checkpoint_bf16(out / "checkpoints" / "no-such-checkpoint") is None

@@ -12,6 +12,8 @@ when an upgrade changes the behaviour the shim depends on.
   without PEFT's `save_embedding_layers`, whose `auto` writes full embedding copies once the vocab was resized.
 - `run_callback_first`: the Trainer's callback list (`callback_handler.callbacks`) is called in order, and
   `add_callback` appends after the loggers; a callback that adds to the logs must come first.
+- `checkpoint_bf16`: whether a Trainer checkpoint trained under bf16 mixed precision, from the pickled
+  `TrainingArguments` the Trainer saves beside it (`training_args.bin`, its `bf16` field).
 - `tensorboard_callback`: transformers 5 dropped `TrainingArguments.logging_dir`; its TensorBoard callback
   takes the directory from the process-wide `TENSORBOARD_LOGGING_DIR` (shared by every run in one process),
   so each run gets its own callback with its own writer instead.
@@ -108,3 +110,15 @@ def tensorboard_callback(log_dir: str | Path) -> Any:
     from transformers.integrations import TensorBoardCallback
 
     return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
+
+
+def checkpoint_bf16(checkpoint: str | Path) -> bool | None:
+    """The `bf16` flag of the TrainingArguments a Trainer checkpoint was written with (its `training_args.bin`),
+    or None when the file is missing or unreadable. A checkpoint is our own output, so unpickling it is safe."""
+    path = Path(checkpoint) / "training_args.bin"
+    try:
+        args = torch.load(path, weights_only=False)
+    except Exception:  # noqa: BLE001  (missing, truncated, or written by another library version)
+        return None
+    flag = getattr(args, "bf16", None)
+    return flag if isinstance(flag, bool) else None

@@ -27,7 +27,7 @@ import torch
 from delia.config import ConfigError, config_hash, to_dict
 from delia.precision import SHORT, Precision, write_recorded
 from delia.training.artifacts import LOG_FILE, ROWS_FILE, RUN_FILE, RunError, continue_from, save_new_rows, write_json
-from delia.training.compat import (compact_fused_head, patch_fused_head, run_callback_first,
+from delia.training.compat import (checkpoint_bf16, compact_fused_head, patch_fused_head, run_callback_first,
                                    save_without_embedding_layers, tensorboard_callback, untie_output_embeddings)
 from delia.training.config import TrainConfig, effective_batch
 from delia.training.data import manifest_special_tokens, padding_fraction, prepare_rows, read_training_records
@@ -276,6 +276,13 @@ def _train(cfg: TrainConfig, callbacks: list | None) -> TrainResult:
                                  for r in data.rows])
     effective, micro, accum = resolve_batch(len(data.rows), cfg, world_size)
     bf16 = resolve_bf16(cfg.precision)
+    if resume_from and cfg.precision == "auto":  # a resumed run keeps the precision it started in, whatever
+        started = checkpoint_bf16(resume_from)    # `auto` picks on this machine (another CPU, a new probe)
+        if started is not None and started != bf16:
+            log.warning("%s: resuming in the precision it started in (%s), not the %s that precision auto picks "
+                        "on this machine", run_dir, "bf16 autocast" if started else "fp32",
+                        "bf16 autocast" if bf16 else "fp32")
+            bf16 = started
     lengths = [len(r["input_ids"]) for r in data.rows]
     padding = expected_padding(lengths, cfg, effective, micro, accum, world_size)
 
