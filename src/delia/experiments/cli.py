@@ -202,6 +202,46 @@ def register(app: typer.Typer) -> None:
                       f"{compiled.out}/experiment.yaml", highlight=False, soft_wrap=True)
         run_and_report(load_experiment(compiled.out / "experiment.yaml"), str(task), dry_run, True)
 
+    @app.command("seeds")
+    def seeds_cmd(
+        files: list[Path] = typer.Argument(..., help="results.csv files (from `delia experiment` or `delia "
+                                                     "report`); runs made in parts, sessions or on other machines."),
+        a: str = typer.Option("delia", "--a", help="Method A."),
+        b: str = typer.Option("cit_steps", "--b", help="Method B (the control)."),
+        ratio: float = typer.Option(None, "--ratio", help="Diverse-data ratio of the methods that have one "
+                                                         "(needed when a method ran at several)."),
+        set_name: str = typer.Option("unseen", "--set", help="Instruction set of the accuracies."),
+    ) -> None:
+        """A vs B seed by seed: each training seed's difference and a Student-t interval over seeds, as a markdown
+        table (the report's "Between training runs" section, across results.csv files)."""
+        from delia.experiments.compare import md_table
+        from delia.experiments.seed_tables import (DRIFT, EXPLAIN, HEADER, SCORES, SeedsError, compare_seeds,
+                                                   from_csv, rows)
+
+        scores = from_csv(files)
+
+        def spec(method: str) -> tuple[str, float | None]:
+            ratios = sorted({s.ratio for s in scores if s.method == method}, key=lambda r: (r is not None, r or 0))
+            if not ratios:
+                have = sorted({s.method for s in scores})
+                raise SeedsError(f"{', '.join(map(str, files))}: no seeded run of {method!r} (methods: "
+                                 f"{', '.join(have) or 'none'})")
+            if ratios == [None]:
+                return method, None
+            if ratio is not None and ratio in ratios:
+                return method, ratio
+            raise SeedsError(f"{method!r} ran at ratios {', '.join(f'{r:g}' for r in ratios if r is not None)}: "
+                             "pick one with --ratio" if ratio is None else
+                             f"{method!r} has no run at ratio {ratio:g} (ratios: "
+                             f"{', '.join(f'{r:g}' for r in ratios if r is not None)})")
+
+        comps = compare_seeds(scores, spec(a), spec(b), [f"{set_name}.{m}" for m in SCORES] + [DRIFT])
+        if not comps:
+            raise SeedsError(f"{a} and {b} share no training seed with scores in {', '.join(map(str, files))}")
+        typer.echo("\n".join([EXPLAIN, "", *md_table(HEADER, rows(comps))]))
+        used = sorted({src for s in scores for src in [s.source] if (s.method, s.ratio) in (spec(a), spec(b))})
+        console.print(f"runs: {', '.join(used)}", highlight=False, soft_wrap=True)
+
     @app.command("report")
     def report_cmd(directory: Path = typer.Argument(..., help="Experiment directory (holds results.json).")) -> None:
         """Rebuild DIR/report.md and DIR/figures/*.png from saved results only."""

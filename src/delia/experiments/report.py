@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from delia.experiments import compare, drift_tables, phrasings, ratio_tables, tables
+from delia.experiments import compare, drift_tables, phrasings, ratio_tables, seed_tables, tables
 from delia.experiments.compare import Group, groups, interval, md_table
 from delia.experiments.results import PAPER_ORDER, Results  # noqa: F401  (re-exported for callers)
 from delia.experiments.tables import cell, pct
@@ -50,10 +50,13 @@ def build_report(root: str | Path) -> Path:
     lines += verdict[:2] + ratio_tables.answer(effects) + verdict[2:]
     drift_lines = drift_tables.drift_verdict(res, gs)
     lines += (drift_lines + [""]) if drift_lines else []
+    by_seed = seed_tables.report_comparisons(res, gs, sets)
+    lines += (seed_tables.seed_verdict(by_seed)[1:] + [""]) if by_seed else []
     lines += ratio_tables.coverage(effects)
     lines += tables.precision_note(res, gs)
     for part in (tables.main_table(res, gs, sets), tables.label_table(res, gs, sets), fail_lines,
                  compare.comparison_table(comps), drift_tables.drift_section(res, gs),
+                 seed_tables.seed_section(by_seed),
                  ratio_tables.ratio_section(effects),
                  tables.seeds_table(res, gs, sets), table1(res), table2(res, sets),
                  table3(res), table4(res, sets), tables.robustness(res, gs), phrasings.phrasing_section(res, gs, sets),

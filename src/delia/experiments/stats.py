@@ -80,3 +80,33 @@ def cluster_bootstrap(a: np.ndarray, clusters: Sequence[object], b: np.ndarray |
     vals = (counts * per).sum(1) / (counts @ size)
     q = (1 - level) / 2
     return Interval(point, float(np.quantile(vals, q)), float(np.quantile(vals, 1 - q)), k, n_cl)
+
+
+# two-sided 95% Student-t quantiles t(0.975, df) for df = 1..30 (beyond: a Cornish-Fisher expansion, exact to 3
+# decimals); numpy has no t distribution and scipy is not a dependency for one table
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t with `df` degrees of freedom (a two-sided 95% interval's multiplier)."""
+    if df < 1:
+        raise ValueError(f"t975: df must be >= 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def seed_interval(diffs: Sequence[float]) -> Interval:
+    """Mean of per-seed values (each training seed one observation) with a two-sided 95% Student-t interval over
+    the seeds; the interval is NaN with fewer than two seeds. n_keys = n_clusters = the number of seeds."""
+    d = np.asarray([x for x in diffs if not math.isnan(x)], dtype=np.float64)
+    n = len(d)
+    if n == 0:
+        return NAN
+    mean = float(d.mean())
+    if n < 2:
+        return Interval(mean, math.nan, math.nan, 1, 1)
+    half = t975(n - 1) * float(d.std(ddof=1)) / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n, n)
