@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,29 @@ def test_the_report_has_the_seed_by_seed_section(tmp_path):
     verdict = text.split("## Verdict")[1].split("## Main results")[0]
     assert "**Seed by seed**" in verdict and "delia (ratio 3) vs cit, unseen task-valid: +48.8 [+32.9, +64.6] " \
                                              "over 2 seeds (significant)" in verdict
+
+
+def test_a_direction_the_seeds_do_not_confirm_is_marked_in_the_verdict(tmp_path):
+    """CIT 50% on both seeds; DELIA 100% and 90%: every bootstrap resample favours DELIA, but two seeds whose
+    differences are +50 and +40 give a t interval (1 df) that spans 0."""
+    replies = {"o": lambda ex, ph: ("I think it is fine.", "stop"),
+               "c1": lambda ex, ph: (VALID % "no", "stop") if ex < 10 else ("{'user_query': 'x'}", "stop"),
+               "c2": lambda ex, ph: (VALID % "no", "stop") if ex < 10 else ("{'user_query': 'x'}", "stop"),
+               "d1": lambda ex, ph: (VALID % "no", "stop"),
+               "d2": lambda ex, ph: (VALID % "no", "stop") if ex < 18 else ("{'thought': 'x'}", "stop"),
+               "i": lambda ex, ph: (VALID % "yes", "stop")}
+    write_experiment(tmp_path, replies)
+    text = build_report(tmp_path).read_text()
+    verdict = text.split("## Verdict")[1].split("## Main results")[0]
+    row = next(line for line in verdict.splitlines() if line.startswith("| 3 | cit |"))
+    assert "**better** (+45.0 [" in row and "]) ‡ |" in row
+    assert "‡ not confirmed seed by seed" in verdict
+    assert "delia (ratio 3) vs cit (task-valid: +45.0 [-18.5, +108.5] over 2 seeds)" in verdict
+    # the same grid with both DELIA seeds at 100%: confirmed, no mark
+    replies["d2"] = replies["d1"]
+    for p in tmp_path.iterdir():
+        if p.name in ("steps", "results.json"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    write_experiment(tmp_path, replies)
+    verdict = build_report(tmp_path).read_text().split("## Verdict")[1].split("## Main results")[0]
+    assert "‡" not in verdict and "**better** (+50.0 [" in verdict

@@ -207,14 +207,21 @@ def _word(metric: str, d: Interval) -> str:
     return f"**{'better' if d.mean > 0 else 'worse'}** ({value})"
 
 
+_NAMES = {"task_valid": "task-valid", "label_accuracy": "label accuracy", "drift_nll": "drift NLL"}
 REFERENCES = {"cit_steps": "CIT, equal optimizer steps", "cit": "CIT, equal exposure"}
 
 
-def answer(eff: Effects | None) -> list[str]:
+def answer(eff: Effects | None, by_seed: dict[tuple[str, str, str], Interval] | None = None) -> list[str]:
     """The verdict's first lines: DELIA against each plain-tuning control at each ratio, on the headline set's
-    task-valid and label accuracy and on drift from the base, in words with the interval; [] without one."""
+    task-valid and label accuracy and on drift from the base, in words with the interval; [] without one.
+
+    `by_seed`: (A label, B label, metric) -> the seed-level interval (`seed_tables`, metric "SET.task_valid",
+    "SET.label_accuracy" or "drift_nll"); a direction stated from the cluster bootstrap that the seed-level
+    interval does not confirm is marked ‡ and explained under the table."""
     if eff is None:
         return []
+    by_seed = by_seed or {}
+    unconfirmed: list[str] = []
     rows = []
     for a, b, _, _ in sorted(eff.diffs, key=lambda x: (x[0].ratio, x[1].ratio == 0)):
         if a.group.method != "delia" or any(r[0] == f"{a.ratio:g}" and r[1] == b.group.method for r in rows):
@@ -222,6 +229,12 @@ def answer(eff: Effects | None) -> list[str]:
         got = {m: d for x, y, m, d in eff.diffs if x is a and y is b}
         dagger = " †" if min(len(a.group.runs), len(b.group.runs)) == 1 else ""
         cells = [_word(m, got[m]) if m in got else "–" for m in eff.metrics]
+        for i, m in enumerate(eff.metrics):
+            seed_iv = by_seed.get((a.group.label, b.group.label, m if m == "drift_nll" else f"{eff.set}.{m}"))
+            if m in got and got[m].significant and seed_iv is not None and not seed_iv.significant:
+                cells[i] += " ‡"
+                unconfirmed.append(f"{a.group.label} vs {b.group.label} ({_NAMES.get(m, m)}: "
+                                   f"{' '.join(_delta(m, seed_iv))} over {seed_iv.n_keys} seeds)")
         if "label_accuracy" in got and all(p.scores.get("label_accuracy") is not None
                                            and p.scores["label_accuracy"].mean < eff.majority for p in (a, b)):
             cells[eff.metrics.index("label_accuracy")] += "; both below the majority class"
@@ -246,6 +259,10 @@ def answer(eff: Effects | None) -> list[str]:
                        *(head[m] for m in eff.metrics)], rows)
     if any("†" in r[3] for r in rows):
         lines += ["", f"† one seed on a side. {ONE_SEED}"]
+    if unconfirmed:
+        lines += ["", "‡ not confirmed seed by seed: the 95% Student-t interval over the training seeds (each seed "
+                      "one observation; see Between training runs) includes 0 for " + "; ".join(unconfirmed) +
+                      ". The direction holds for these test examples, not yet across training runs."]
     return lines + [""]
 
 

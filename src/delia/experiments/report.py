@@ -47,10 +47,11 @@ def build_report(root: str | Path) -> Path:
              f"{len(res.rows)} runs; methods {', '.join(res.methods)}; sizes {res.sizes or '–'}; "
              f"ratios {res.ratios or '–'}. Rebuilt from saved results only.", ""]
     verdict = compare.verdict(comps, majority, budget_cells, _evidence(exp)) if sets else []
-    lines += verdict[:2] + ratio_tables.answer(effects) + verdict[2:]
+    by_seed = seed_tables.report_comparisons(res, gs, sets)
+    seed_ivs = {(c.a, c.b, c.metric): c.diff for c in by_seed}
+    lines += verdict[:2] + ratio_tables.answer(effects, seed_ivs) + verdict[2:]
     drift_lines = drift_tables.drift_verdict(res, gs)
     lines += (drift_lines + [""]) if drift_lines else []
-    by_seed = seed_tables.report_comparisons(res, gs, sets)
     lines += (seed_tables.seed_verdict(by_seed)[1:] + [""]) if by_seed else []
     lines += ratio_tables.coverage(effects)
     lines += tables.precision_note(res, gs)
