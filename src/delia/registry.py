@@ -102,6 +102,7 @@ PROVIDERS: dict[str, tuple[str, ...]] = {
     "transform": ("delia.methods",),  # data transforms of a recipe's steps; run by experiments.stages
     "eval prompt hook": ("delia.methods.hooks",),  # the baselines' prompt rewrites; applied by evaluation.run
     "eval decoder": ("delia.methods.hooks",),  # the baselines' decoders (CTG); called by evaluation.run
+    "train validator": ("delia.evaluation.validation",),  # model selection's scorer; called by training
 }
 
 

@@ -165,8 +165,12 @@ def test_a_small_run_says_what_it_can_show_and_names_the_larger_run(tmp_path):
     row = text.split("| delia (ratio 3) | cit | unseen | task-valid | -25.0 | [")[1].split("]")[0]
     low, high = (float(x) for x in row.split(", "))
     note = verdict.split("**What a run this size can show**: ")[1]
+    import re
+
     assert note.startswith("20 test examples, 2 training seeds per tuned method; the interval between two tuned "
-                           f"models spans up to {high - low:.0f} points here.")
+                           "models spans up to ")
+    widest = re.match(r".*?spans up to (\d+) points here \(([a-z ]+)\)\.", note)
+    assert widest and int(widest[1]) >= round(high - low)  # the widest of every compared metric
     assert high - low > 25
     assert "it cannot rank two tuned methods" in note and "A larger run of this comparison: docs/big/report.md." in note
 
@@ -183,7 +187,7 @@ def test_a_run_of_the_evidence_size_gets_no_scale_note():
     small = [comp(group("delia", 3), group("cit", 3), 40)]  # enough seeds, too few examples
     assert scale_note(small)[1].startswith("**What a run this size can show**: 40 test examples, 3 training "
                                            "seeds per tuned method; the interval between two tuned models spans "
-                                           "up to 12 points here.")
+                                           "up to 12 points here (task valid).")
     assert "larger run" not in scale_note(small)[1]
     one_seed = [comp(group("delia", 1), group("cit", 1), 300)]
     assert "1 training seed per tuned method" in scale_note(one_seed)[1]
@@ -202,7 +206,18 @@ def test_a_grid_in_progress_names_the_runs_with_too_few_seeds():
             comp(group("delia", 3, 3.0), group("cit_steps", 3, 3.0))]
     note = scale_note(grid)[1]
     assert note.startswith("**What a run this size can show**: 300 test examples; fewer than 3 training seeds for "
-                           "delia (ratio 10) (1 seed); the interval between two tuned models spans up to 12 points here. "
-                           "A comparison of two tuned methods that involves it cannot rank them")
+                           "delia (ratio 10) (1 seed); the interval between two tuned models spans up to 12 points here "
+                           "(task valid). A comparison of two tuned methods that involves it cannot rank them")
     assert "1 training seed per tuned method" not in note
     assert scale_note(grid[:1] + grid[2:]) == []  # every run has 3 seeds: no note
+
+
+def test_the_scale_note_quotes_the_widest_metric_not_only_task_valid():
+    # issue 24: label intervals ~38 points wide, task-valid 0 wide: the note said "up to 0 points"
+    def group(method):
+        return Group(method, None, [{}], True)
+
+    narrow = Comparison(group("delia"), group("cit"), "unseen", "task_valid", Interval(0.0, 0.0, 0.0, 80, 80))
+    wide = Comparison(group("delia"), group("cit"), "unseen", "label_accuracy", Interval(-0.17, -0.36, 0.02, 80, 80))
+    note = scale_note([narrow, wide])[1]
+    assert "spans up to 38 points here (label accuracy)" in note

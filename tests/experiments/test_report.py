@@ -91,3 +91,17 @@ def test_per_prompt_outcomes_are_written_beside_the_report(make_exp, fake_stages
             assert sum(mine) / len(mine) == pytest.approx(run["metrics"][f"{s}.task_valid"])
     assert {r["method"]: r["task_valid"] for r in rows if r["set"] == "seen"}["original"] == "0"
     assert (tmp_path / "exp/drift_items.csv").read_text().startswith("run,method,ratio,seed,query_id,nll,leak")
+
+
+def test_selection_table_names_the_kept_step_and_is_absent_without_validation():
+    from types import SimpleNamespace
+
+    from delia.experiments.tables import selection_table
+
+    assert selection_table(SimpleNamespace(rows=[{"method": "cit", "seed": 1, "metrics": {"train.steps": 40}}])) == []
+    rows = [{"method": "cit", "seed": 1, "metrics": {
+        "train.steps": 28, "train.best_step": 16, "train.stopped_early": True, "train.valid_metric": "label_accuracy",
+        "train.valid_score": 1.0, "train.valid_task_valid": 0.9667}}]
+    table = selection_table(SimpleNamespace(rows=rows))
+    assert table[0].startswith("## Model selection")
+    assert "| `cit` | 1 | 16 | 28 | yes | label_accuracy | 100.0 | 96.7 |" in table

@@ -59,7 +59,14 @@ def test_delia_run_end_to_end_on_the_tiny_model(tmp_path, tiny_dir):
     assert users("plain") == {'Identify the language of the sentence above. Reply with a JSON object with one key, '
                               '"language", whose value is "english" or "icelandic".'}
     seen = set((root / "data/instructions_seen.txt").read_text().splitlines())
-    assert users("cit") <= seen and len(users("cit")) == 3
+    assert users("cit") == seen  # every seen phrasing; the validation and unseen ones never
+    valid_phr = set((root / "data/instructions_valid.txt").read_text().splitlines())
+    assert valid_phr and not valid_phr & users("cit")
+    # every tuned run validated (at its last step here) and recorded the step it kept
+    for method in ("plain", "cit", "delia"):
+        meta = json.loads((root / results[method]["steps"]["train"] / "delia_run.json").read_text())
+        assert meta["selection"]["best_step"] == 1 and meta["selection"]["validations"] == 1
+    assert "## Model selection" in (root / "report.md").read_text()
     text = (root / "report.md").read_text()
     assert "## Robustness per phrasing" in text and "| `unseen/1` |" in text
     assert "- **delia (ratio 1) vs plain** on unseen phrasings: task-valid " in text

@@ -32,25 +32,30 @@ def test_langid_compiles_to_split_files_and_an_experiment(tmp_path):
     data = out / "data"
     train, test = _jsonl(data / "train.jsonl"), _jsonl(data / "test.jsonl")
     seen, unseen = _lines(data / "instructions_seen.txt"), _lines(data / "instructions_unseen.txt")
-    # rows: 40 train + 80 test, disjoint, stratified 20/20 and 40/40
-    assert len(train) == 40 and len(test) == 80 and not {r["id"] for r in train} & {r["id"] for r in test}
-    assert c.info["label_counts"] == {"train": {"english": 20, "icelandic": 20},
+    valid = _jsonl(data / "valid.jsonl")
+    # rows: 30 train + 10 validation + 80 test, disjoint, stratified 15/15, 5/5 and 40/40
+    ids = [{r["id"] for r in rows} for rows in (train, valid, test)]
+    assert [len(x) for x in ids] == [30, 10, 80] and len(set().union(*ids)) == 120
+    assert c.info["label_counts"] == {"train": {"english": 15, "icelandic": 15},
+                                      "valid": {"english": 5, "icelandic": 5},
                                       "test": {"english": 40, "icelandic": 40}}
+    assert c.info["valid_ids"] == [r["id"] for r in valid]
     # a training row: the template filled with the input and the user's own phrasing; the reply is the gold JSON
     row = train[0]
     assert row["messages"][0]["content"].endswith("\n\n" + PLAIN) and set(row) == {"id", "messages"}
     assert json.loads(row["messages"][1]["content"])["language"] in ("english", "icelandic")
     assert set(test[0]) == {"id", "input", "output"}
-    # phrasings: 12 seen + 4 unseen, disjoint, each with the token and without the format description
-    assert len(seen) == 12 and len(unseen) == 4 and not set(seen) & set(unseen)
-    assert all("<sep>" in p and "JSON" not in p for p in seen + unseen)
-    assert sorted(seen + unseen) == sorted(_lines(data / "paraphrases.txt"))
+    # phrasings: 9 seen + 3 validation + 4 unseen, disjoint, each with the token and without the format description
+    vphr = _lines(data / "instructions_valid.txt")
+    assert len(seen) == 9 and len(vphr) == 3 and len(unseen) == 4 and len(set(seen) | set(vphr) | set(unseen)) == 16
+    assert all("<sep>" in p and "JSON" not in p for p in seen + vphr + unseen)
+    assert sorted(seen + vphr + unseen) == sorted(_lines(data / "paraphrases.txt"))
     info = json.loads((data / "task.json").read_text())
     assert info["phrasings"]["unseen"] == unseen and info["test_ids"] == [r["id"] for r in test]
     # the experiment: an ordinary ExperimentConfig on those files
     exp = from_dict(ExperimentConfig, yaml.safe_load((out / "experiment.yaml").read_text()))
     assert exp.data.task == "json" and exp.data.train == str(data / "train.jsonl") and exp.data.valid is None
-    assert exp.grid.methods == ["original", "plain", "cit", "delia"] and exp.grid.sizes == [40]
+    assert exp.grid.methods == ["original", "plain", "cit", "delia"] and exp.grid.sizes == [30]
     assert exp.build["instructions"] == str(data / "instructions_seen.txt") and exp.build["token"] == "<sep>"
     custom = exp.eval["custom"]
     assert custom["unseen_file"] == str(data / "instructions_unseen.txt")
@@ -114,3 +119,85 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path):
     ex.write_text('{"input": "a", "output": "x"}\n{"input": "b", "output": "y"}\n')
     code, out = run_cli(["run", str(tmp_path / "t.yaml"), "holdout.rows=5"])
     assert code == 2 and "holdout.rows: 5 of 2 leaves none to train on" in " ".join(out.split())
+
+
+def test_validation_split_is_disjoint_from_the_test_and_drives_every_tuned_method(tmp_path):
+    from delia.experiments.plan import expand
+
+    out = tmp_path / "run"
+    c = compile_task(load_task("builtin:langid", [f"out={out}"]))
+    data = out / "data"
+    info = json.loads((data / "task.json").read_text())
+    valid_ids, test_ids, train_ids = set(info["valid_ids"]), set(info["test_ids"]), set(info["train_ids"])
+    assert valid_ids and not valid_ids & test_ids and not valid_ids & train_ids
+    ph = info["phrasings"]
+    assert ph["valid"] and not set(ph["valid"]) & set(ph["unseen"]) and not set(ph["valid"]) & set(ph["seen"])
+    # the validation prompts: the validation rows under the validation phrasings, scored as the test is
+    v = c.experiment["train"]["validation"]
+    assert v["eval"]["data"] == str(data / "valid.jsonl")
+    assert v["eval"]["custom"]["unseen_file"] == str(data / "instructions_valid.txt")
+    assert v["eval"]["custom"]["instructions"] == "unseen:all" and v["eval"]["custom"]["label_key"] == "language"
+    # the step budget is sized by the data: at least 40 optimizer steps of 8 rows, not 2 epochs (8 steps)
+    assert c.experiment["train"]["epochs"] * -(-30 // 8) >= 40
+    # every tuned method validates; `plain` (no token) reads the validation phrasings with the format written out
+    exp = from_dict(ExperimentConfig, yaml.safe_load((out / "experiment.yaml").read_text()))
+    plan = expand(exp)
+    trains = {r.method: r.steps["train"] for r in plan.runs if "train" in r.steps}
+    assert set(trains) == {"plain", "cit", "delia"}
+    for method, step in trains.items():
+        spec = step.resolved["validation"]["eval"]["custom"]["instructions"]
+        assert spec == ("unseen-desc:all" if method == "plain" else "unseen:all")
+        assert "data" not in step.resolved["validation"]["eval"]  # named by content, not by path
+        assert step.fingerprint["validation"]["validation.eval.data"]
+    assert exp.drift == {"queries": 32, "max_new_tokens": 128}  # drift on by default
+
+
+def test_validation_files_are_hashed_by_content(tmp_path):
+    from delia.experiments.plan import expand
+
+    def keys(out):
+        compile_task(load_task("builtin:langid", [f"out={out}"]))
+        exp = from_dict(ExperimentConfig, yaml.safe_load((out / "experiment.yaml").read_text()))
+        return {r.method: json.dumps([r.steps["train"].resolved, r.steps["train"].fingerprint], sort_keys=True)
+                for r in expand(exp).runs if "train" in r.steps}
+
+    a, b = keys(tmp_path / "a"), keys(tmp_path / "b")
+    assert a == b  # another directory, the same content: the same training config and validation digests
+    c = compile_task(load_task("builtin:langid", [f"out={tmp_path / 'c'}", "holdout.seed=3"]))
+    exp = from_dict(ExperimentConfig, yaml.safe_load((tmp_path / "c" / "experiment.yaml").read_text()))
+    assert c.info["valid_ids"] != json.loads((tmp_path / "a/data/task.json").read_text())["valid_ids"]
+    assert {json.dumps([r.steps["train"].resolved, r.steps["train"].fingerprint], sort_keys=True)
+            for r in expand(exp).runs if "train" in r.steps}.isdisjoint(a.values())
+
+
+def test_no_validation_when_asked(tmp_path):
+    out = tmp_path / "run"
+    c = compile_task(load_task("builtin:langid", [f"out={out}", "holdout.valid_rows=0", "holdout.valid_phrasings=0"]))
+    assert "validation" not in c.experiment["train"] and c.info["valid_ids"] == []
+    assert not (out / "data" / "valid.jsonl").exists() and c.info["train_rows"] == 40
+
+
+def _task(tmp_path, outputs: list[str], **extra) -> Path:
+    ex = tmp_path / "ex.jsonl"
+    ex.write_text("".join(json.dumps({"input": f"row {i}", "output": o}) + "\n" for i, o in enumerate(outputs)))
+    body = "".join(f"{k}: {v}\n" for k, v in extra.items())
+    (tmp_path / "t.yaml").write_text(f"name: t\nexamples: ex.jsonl\ninstruction: Do it.\nformat: As x.\n"
+                                     f"out: {tmp_path / 'run'}\n{body}")
+    return tmp_path / "t.yaml"
+
+
+def test_a_task_too_small_to_validate_says_how_many_rows_it_needs(tmp_path):
+    from delia.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"holdout.valid_rows: .* both sides need at least 2 \(give at least 4"):
+        compile_task(load_task(_task(tmp_path, ["a", "b", "a", "b", "a"], holdout="{rows: 2}")))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_validation_set_with_one_class_is_refused(tmp_path):
+    # 2 of one label among 30: the stratified validation split of 7 rows gets none of it
+    outputs = ["no"] * 28 + ["yes"] * 2
+    path = _task(tmp_path, outputs, task="label", holdout="{rows: 0.2, valid_rows: 0.25}")
+    with pytest.raises(DataError, match=r"ex.jsonl:\d+: output: the validation rows hold one label only"):
+        compile_task(load_task(path))
+    assert not (tmp_path / "run").exists()

@@ -85,7 +85,10 @@ def test_token_side_validation_and_hashes(tmp_path):
     assert load_config(TrainConfig, None, ["token_side=input"]).token_side == "input"
     # runs recorded before the field existed keep their resume/finished hash; setting it changes the hash
     cfg = TrainConfig(data="d.jsonl", out="o")
-    before = config_hash({k: v for k, v in to_dict(cfg).items() if k not in RESUME_FREE and k != "token_side"})
+    before = config_hash({k: v for k, v in to_dict(cfg).items()
+                          if k not in RESUME_FREE and k not in ("token_side", "validation")})
     assert _resume_hash(cfg) == before
+    validated = TrainConfig(data="d.jsonl", out="o", validation={"eval": {"task": "json", "data": "v.jsonl"}})
+    assert _resume_hash(validated) != before  # model selection is another run
     assert _resume_hash(TrainConfig(data="d.jsonl", out="o", token_side="input")) != before
     assert _resume_hash(TrainConfig(data="d.jsonl", out="o", token_side="both")) != before

@@ -212,9 +212,12 @@ def scale_note(focus: list[Comparison], evidence: str | None = None) -> list[str
     seeds, examples = min(g.seeds for g in trained), min(c.diff.n_clusters for c in focus)
     if seeds >= ENOUGH_SEEDS and examples >= ENOUGH_EXAMPLES:
         return []
-    tuned = [c.diff for c in focus if c.metric == "task_valid" and c.a.trained and c.b.trained]
-    widths = [100 * (d.high - d.low) for d in tuned if not np.isnan(d.low)]
-    width = f"; the interval between two tuned models spans up to {max(widths):.0f} points here" if widths else ""
+    # every metric compared (task-valid, label accuracy, ...): the widest interval is what limits a ranking
+    widths = [(100 * (c.diff.high - c.diff.low), c.metric) for c in focus if c.a.trained and c.b.trained
+              and not np.isnan(c.diff.low)]
+    widest = max(widths, default=None)
+    width = (f"; the interval between two tuned models spans up to {widest[0]:.0f} points here "
+             f"({widest[1].replace('_', ' ')})" if widest else "")
     few = list(dict.fromkeys(g.label for g in trained if g.seeds < ENOUGH_SEEDS))
     if examples >= ENOUGH_EXAMPLES and len(few) < len({g.label for g in trained}):
         # a grid in progress: most of it is of the evidence's size, some runs are not yet

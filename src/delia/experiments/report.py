@@ -55,7 +55,8 @@ def build_report(root: str | Path) -> Path:
     lines += (seed_tables.seed_verdict(by_seed)[1:] + [""]) if by_seed else []
     lines += ratio_tables.coverage(effects)
     lines += tables.precision_note(res, gs)
-    for part in (tables.main_table(res, gs, sets), tables.label_table(res, gs, sets), fail_lines,
+    for part in (tables.main_table(res, gs, sets), tables.label_table(res, gs, sets), tables.selection_table(res),
+                 fail_lines,
                  compare.comparison_table(comps), drift_tables.drift_section(res, gs),
                  seed_tables.seed_section(by_seed),
                  ratio_tables.ratio_section(effects),

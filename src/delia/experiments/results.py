@@ -118,6 +118,13 @@ def collect(dirs: dict[str, Path]) -> dict[str, Any]:
         out["train.steps"] = run.get("global_step")
         out["train.rows"] = (run.get("data") or {}).get("rows")
         out["train.seconds"] = run.get("train_seconds")
+        sel = run.get("selection") or {}
+        if sel:  # model selection by validation (TrainConfig.validation): the step kept and its score
+            out["train.best_step"] = sel.get("best_step")
+            out["train.valid_metric"] = sel.get("metric")
+            out["train.valid_score"] = sel.get("score")
+            out["train.valid_task_valid"] = sel.get("task_valid")
+            out["train.stopped_early"] = sel.get("stopped_early")
     return out
 
 

@@ -64,6 +64,9 @@ def _drift_cls():
 _DRIFT_VOLATILE = ("threads", "batch_size", "score_batch_size", "data")
 
 
+# the validation prompts' files: named by content (the train step's fingerprint), not by path
+VALIDATION_FILES = ("validation.eval.data", "validation.eval.custom.seen_file", "validation.eval.custom.unseen_file")
+
 SPECS: dict[str, StageSpec] = {
     "sample": StageSpec(_sample_cls, {"out": "@out/cache.jsonl"},
                         volatile=("limit", "engine_options", "queries")),
@@ -76,7 +79,7 @@ SPECS: dict[str, StageSpec] = {
     "transform": StageSpec(None, {}),
     "train": StageSpec(_train_cls, {"data": "data/train.jsonl", "init_adapter": "init", "out": "@out"},
                        volatile=("threads", "report_to", "logging_steps", "save_steps", "save_total_limit",
-                                 "resume", "micro_batch_size")),
+                                 "resume", "micro_batch_size", *VALIDATION_FILES, "validation.batch_size")),
     "eval": StageSpec(_eval_cls, {"adapter": "adapter", "data": "examples/data.jsonl",
                                   "halu.seen_file": "seen/data.jsonl", "out": "@out"},
                       volatile=("threads", "resume", "generation.batch_size", "analysis.score_batch_size",
@@ -115,8 +118,9 @@ def _drop(d: dict[str, Any], dotted: tuple[str, ...]) -> dict[str, Any]:
     for key in dotted:
         node, parts = d, key.split(".")
         for p in parts[:-1]:
-            node = node.get(p, {})
-        node.pop(parts[-1], None)
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):  # a parent that is unset (None) or absent has nothing to drop
+            node.pop(parts[-1], None)
     return d
 
 

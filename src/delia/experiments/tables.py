@@ -213,3 +213,20 @@ def precision_note(res: Results, gs: list[Group]) -> list[str]:
                        f"difference between runs in different precisions may partly be numerics; rerun the odd ones "
                        f"(move their step directories aside) to compare like with like.")
     return out + [""] if out else []
+
+
+def selection_table(res: Results) -> list[str]:
+    """Which step of each trained run was kept, by the validation prompts (empty when no run validated)."""
+    runs = [(r, r.get("metrics") or {}) for r in res.rows]
+    runs = [(r, m) for r, m in runs if m.get("train.best_step") is not None]
+    if not runs:
+        return []
+    pct = lambda v: f"{100 * v:.1f}" if isinstance(v, (int, float)) else "–"  # noqa: E731
+    rows = [[f"`{r['method']}`", str(r.get("seed", "–")), str(m["train.best_step"]), str(m.get("train.steps", "–")),
+             "yes" if m.get("train.stopped_early") else "no", str(m.get("train.valid_metric", "–")),
+             pct(m.get("train.valid_score")), pct(m.get("train.valid_task_valid"))] for r, m in runs]
+    return (["## Model selection (validation rows x validation phrasings, never tested on)", "",
+             "Each tuned run keeps the step with the best validation score (ties: task-valid, then the earlier "
+             "step); it stops after `patience` validations without improvement.", ""] +
+            md_table(["method", "seed", "kept step", "steps trained", "stopped early", "validation metric",
+                      "score %", "task-valid %"], rows))

@@ -11,6 +11,7 @@ resumes (steps are named by content). Everything is checked before anything is w
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,12 @@ from delia.files import write_text_atomic
 TRAIN = {"max_length": 512, "learning_rate": 1.0e-3, "batch_size": 8, "epochs": 2, "warmup_steps": 0,
          "report_to": ["none"], "save_steps": 100}
 SAMPLE = {"max_new_tokens": 192, "engine_options": {"batch_size": 16}}
+# Model selection (docs/RESULTS.md, "Model selection"): validate about 10 times a run, stop after 3 validations
+# without improvement, keep the best step. The step budget is sized by the data (`train_budget`).
+VALIDATION = {"patience": 3}
+MIN_STEPS, MAX_EPOCHS = 40, 30
+# Drift from the base on held-out general queries (the last rows of the diverse pool, never self-sampled).
+DRIFT = {"queries": 32, "max_new_tokens": 128}
 # Every held-out phrasing on every test row (per-phrasing robustness), and one with the format description written
 # out in place of the token (`unseen-desc`): the fair test for `plain`, which never learned the token.
 EVAL_INSTRUCTIONS = "seen:1,unseen:all"
@@ -112,10 +119,21 @@ def compile_task(task: UserTask, complete=None, write: bool = True) -> Compiled:
     h = task.holdout
     train_idx, test_idx = split_rows(rows, count(h.rows, len(rows), "rows"), h.seed,
                                      [label_of(info, e) for e in rows])
+    valid_idx: list[int] = []
+    labels = [label_of(info, e) for e in rows]
+    if h.validates:  # validation rows come out of the training rows: neither trained on nor tested on
+        keep, valid_pos = split_rows([rows[i] for i in train_idx], count(h.valid_rows, len(train_idx), "valid_rows",
+                                                                          least=2),
+                                     h.seed + 1, [labels[i] for i in train_idx])
+        train_idx, valid_idx = [train_idx[i] for i in keep], [train_idx[i] for i in valid_pos]
+        _check_valid_classes(rows, labels, train_idx, valid_idx)
     phrasings = make_phrasings(task, complete)
     if len(phrasings) != len(set(phrasings)):
         raise ConfigError("paraphrases: repeated phrasings")
     seen, unseen = split_phrasings(phrasings, count(h.phrasings, len(phrasings), "phrasings"), h.seed)
+    valid_phr: list[str] = []
+    if h.validates:  # validation phrasings come out of the seen ones: never in a training row, not unseen ones
+        seen, valid_phr = split_phrasings(seen, count(h.valid_phrasings, len(seen), "valid_phrasings"), h.seed + 1)
     _check_layout(task, rows, phrasings)
     out = Path(task.out_dir)
     data = out / "data"
@@ -125,14 +143,18 @@ def compile_task(task: UserTask, complete=None, write: bool = True) -> Compiled:
                                                   {"role": "assistant", "content": rows[i].output}]}
                   for i in train_idx]
     test_rows = [{"id": rows[i].id, "input": rows[i].input, "output": rows[i].output} for i in test_idx]
+    valid_rows = [{"id": rows[i].id, "input": rows[i].input, "output": rows[i].output} for i in valid_idx]
     summary = {"name": task.name, "examples": task.examples, "rows": len(rows), "train_rows": len(train_idx),
                "test_rows": len(test_idx), **info, "holdout": to_dict(h),
+               "valid_rows": len(valid_idx),
                "train_ids": [rows[i].id for i in train_idx], "test_ids": [rows[i].id for i in test_idx],
-               "label_counts": _counts(info, rows, train_idx, test_idx), "plain_instruction": task.plain_instruction,
+               "valid_ids": [rows[i].id for i in valid_idx],
+               "label_counts": _counts(info, rows, train_idx, test_idx, valid_idx),
+               "plain_instruction": task.plain_instruction,
                "format": task.format, "token": task.token, "template": task.template,
                "phrasings": {"source": task.paraphrases or f"paraphrase.engine={task.paraphrase.engine}",
                              "key": None if task.paraphrases else phrasing_key(task),
-                             "seen": seen, "unseen": unseen},
+                             "seen": seen, "valid": valid_phr, "unseen": unseen},
                "methods": task.method_list}
     exp = experiment_dict(task, info, data, len(train_idx))
     _validate(exp)
@@ -140,23 +162,58 @@ def compile_task(task: UserTask, complete=None, write: bool = True) -> Compiled:
         data.mkdir(parents=True, exist_ok=True)
         _jsonl(data / "train.jsonl", train_rows)
         _jsonl(data / "test.jsonl", test_rows)
-        for name, lines in (("paraphrases", phrasings), ("instructions_seen", seen), ("instructions_unseen", unseen)):
+        files = [("paraphrases", phrasings), ("instructions_seen", seen), ("instructions_unseen", unseen)]
+        if valid_idx:
+            _jsonl(data / "valid.jsonl", valid_rows)
+            files.append(("instructions_valid", valid_phr))
+        for name, lines in files:
             write_text_atomic(data / f"{name}.txt", "".join(p + "\n" for p in lines))
         write_text_atomic(data / "task.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         write_text_atomic(out / "experiment.yaml", yaml.safe_dump(exp, sort_keys=False, allow_unicode=True))
     return Compiled(out, exp, summary)
 
 
-def _counts(info: dict[str, Any], rows: list[Example], train: list[int], test: list[int]) -> dict[str, Any] | None:
+def _counts(info: dict[str, Any], rows: list[Example], train: list[int], test: list[int],
+            valid: list[int]) -> dict[str, Any] | None:
     if label_of(info, rows[0]) is None:
         return None
     tally = lambda idx: {k: sum(label_of(info, rows[i]) == k for i in idx)  # noqa: E731
                          for k in sorted({label_of(info, e) for e in rows})}
-    return {"train": tally(train), "test": tally(test)}
+    return {"train": tally(train), "test": tally(test), **({"valid": tally(valid)} if valid else {})}
+
+
+def _check_valid_classes(rows: list[Example], labels: list[str | None], train: list[int], valid: list[int]) -> None:
+    """A labelled task needs every side of the split to see more than one class, or selection means nothing."""
+    if labels[0] is None:
+        return
+    classes = {labels[i] for i in train + valid}
+    for side, idx in (("validation", valid), ("training", train)):
+        if len(classes) > 1 and len({labels[i] for i in idx}) < 2:
+            raise DataError([Problem(rows[idx[0]].source, rows[idx[0]].line,
+                                     f"the {side} rows hold one label only ({labels[idx[0]]!r}) of {sorted(classes)}; "
+                                     f"give more rows of the other labels or a larger holdout.valid_rows",
+                                     "output")])
 
 
 def _jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def train_budget(n_train: int, batch: int) -> float:
+    """Epochs that give the downstream rows at least MIN_STEPS optimizer steps (at least 2 epochs, at most
+    MAX_EPOCHS): a 40-row task at the old 2 epochs took 10 steps and learned the format, not the label."""
+    per_epoch = math.ceil(n_train / batch)
+    return float(min(MAX_EPOCHS, max(2, math.ceil(MIN_STEPS / per_epoch))))
+
+
+def validation_dict(task: UserTask, info: dict[str, Any], data: Path) -> dict[str, Any]:
+    """TrainConfig.validation: the validation rows under every validation phrasing, scored as the test is."""
+    custom = {"template": task.template, "instructions": "unseen:all",
+              "unseen_file": str(data / "instructions_valid.txt"), "special_tokens": [task.token],
+              **({"token_description": task.format.strip()} if task.format else {}),
+              **{k: v for k, v in info.items() if k != "task" and v is not None}}
+    return {"eval": {"task": info["task"], "data": str(data / "valid.jsonl"), "custom": custom},
+            **VALIDATION}
 
 
 def experiment_dict(task: UserTask, info: dict[str, Any], data: Path, n_train: int) -> dict[str, Any]:
@@ -165,6 +222,9 @@ def experiment_dict(task: UserTask, info: dict[str, Any], data: Path, n_train: i
               "seen_file": str(data / "instructions_seen.txt"), "unseen_file": str(data / "instructions_unseen.txt"),
               "special_tokens": [task.token], **({"token_description": task.format.strip()} if task.format else {}),
               **{k: v for k, v in info.items() if k != "task" and v is not None}}
+    train = merge(TRAIN, {"epochs": train_budget(n_train, TRAIN["batch_size"])})
+    if task.holdout.validates:
+        train["validation"] = validation_dict(task, info, data)
     exp = {"name": task.name, "out": task.out_dir, "model": task.model,
            **({"threads": task.threads} if task.threads else {}),
            "data": {"task": info["task"], "train": str(data / "train.jsonl"), "test": str(data / "test.jsonl"),
@@ -172,8 +232,8 @@ def experiment_dict(task: UserTask, info: dict[str, Any], data: Path, n_train: i
            "grid": {"methods": task.method_list, "sizes": [n_train], "ratios": [task.ratio], "seeds": task.seeds},
            "build": {"template": task.template, "instructions": str(data / "instructions_seen.txt"),
                      "token": task.token},
-           "sample": merge(SAMPLE, task.sample), "train": merge(TRAIN, task.train),
-           "eval": merge({"custom": custom}, task.eval), "sample_margin": 0.4}
+           "sample": merge(SAMPLE, task.sample), "train": merge(train, task.train),
+           "eval": merge({"custom": custom}, task.eval), "sample_margin": 0.4, "drift": dict(DRIFT)}
     return merge(exp, task.experiment)
 
 

@@ -48,13 +48,25 @@ class HoldoutOptions:
 
     rows: float = opt(0.3, help="test rows: a fraction (< 1) or a count (>= 1) of the examples")
     phrasings: float = opt(0.25, help="unseen phrasings: a fraction (< 1) or a count (>= 1) of the phrasings")
-    seed: int = opt(0, help="seed of both splits")
+    valid_rows: float = opt(0.25, help="validation rows, split off the training rows (model selection; never "
+                                       "trained on): a fraction (< 1), a count (>= 1), or 0 for no validation")
+    valid_phrasings: float = opt(0.25, help="validation phrasings, split off the seen ones (never trained on, "
+                                            "not in the unseen test set): a fraction, a count, or 0")
+    seed: int = opt(0, help="seed of the splits")
 
     def __post_init__(self) -> None:
-        for name in ("rows", "phrasings"):
+        for name in ("rows", "phrasings", "valid_rows", "valid_phrasings"):
             v = getattr(self, name)
-            if v <= 0 or (v >= 1 and v != int(v)):
-                raise ConfigError(f"holdout.{name}: a fraction in (0, 1) or a whole count >= 1, got {v}")
+            if (v <= 0 and not (name.startswith("valid") and v == 0)) or (v >= 1 and v != int(v)):
+                raise ConfigError(f"holdout.{name}: a fraction in (0, 1) or a whole count >= 1"
+                                  f"{' (0: none)' if name.startswith('valid') else ''}, got {v}")
+        if (self.valid_rows == 0) != (self.valid_phrasings == 0):
+            raise ConfigError("holdout.valid_rows and holdout.valid_phrasings: set both to 0 (no validation) or "
+                              "neither")
+
+    @property
+    def validates(self) -> bool:
+        return self.valid_rows > 0
 
 
 @dataclass
@@ -315,12 +327,18 @@ def label_of(info: dict[str, Any], e: Example) -> str | None:
 # ---- splits
 
 
-def count(spec: float, n: int, what: str) -> int:
-    """How many of `n` items `spec` holds out (a fraction, rounded, or a count); at least 1 and at most n - 1."""
+def count(spec: float, n: int, what: str, least: int = 1) -> int:
+    """How many of `n` items `spec` holds out (a fraction, rounded, or a count); at least `least` on each side."""
     k = round(spec * n) if spec < 1 else int(spec)
-    if not 1 <= k <= n - 1:
-        side = "holds out none" if k < 1 else "leaves none to train on"
-        raise ConfigError(f"holdout.{what}: {spec:g} of {n} {side}; both sides need at least 1")
+    if spec < 1 and least > 1:  # a fraction of a small set still holds out the minimum
+        k = max(k, least)
+    if not least <= k <= n - least:
+        few = "none" if least == 1 else f"fewer than {least}"
+        side = f"holds out {few}" if k < least else f"leaves {few} to train on"
+        raise ConfigError(f"holdout.{what}: {spec:g} of {n} {side}; both sides need at least {least}"
+                          + (f" (give at least {2 * least} rows, or holdout.valid_rows=0 and "
+                             f"holdout.valid_phrasings=0 to train without validation)" if what.startswith("valid")
+                             else ""))
     return k
 
 

@@ -181,4 +181,20 @@ def wo_all(ctx: Ctx) -> Steps:
                       "no diverse data")
 def plain(ctx: Ctx) -> Steps:
     # token "": the phrasing spells the format out, so the build's token checks do not apply
-    return ctx.evaluate(ctx.train(ctx.build(ratio=0, fixed_instruction="@first", token="")), seen=_fixed_seen(ctx))
+    return ctx.evaluate(ctx.train(ctx.build(ratio=0, fixed_instruction="@first", token=""), **_desc_validation(ctx)),
+                        seen=_fixed_seen(ctx))
+
+
+def _desc_validation(ctx: Ctx) -> dict:
+    """`plain` never learns the token: its model selection reads the validation phrasings with the format written
+    out in place of the token (the `-desc` variant, as the test's `unseen-desc`), the same policy on the prompts
+    such a model is used with."""
+    v = ctx.train_fields().get("validation")
+    custom = (v or {}).get("eval", {}).get("custom") or {}
+    if not custom.get("instructions") or not custom.get("token_description"):
+        return {}
+    items = []
+    for item in custom["instructions"].split(","):
+        name, colon, k = item.strip().partition(":")
+        items.append(name + ("" if "-" in name else "-desc") + colon + k)
+    return {"validation": {"eval": {"custom": {"instructions": ",".join(items)}}}}

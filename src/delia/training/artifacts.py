@@ -228,3 +228,21 @@ def load_trained(run_dir: str | Path, dtype: str = "auto", device: str = "cpu", 
     if precision and precision.autocast:  # after merging: the merge itself runs in the weights' dtype
         use_autocast(model, precision.autocast, device)
     return model.eval(), tok
+
+
+def write_failure(e: BaseException) -> str | None:
+    """The reason when `e` is a failed write (OSError, or what safetensors / torch.save raise for one), else None."""
+    if isinstance(e, OSError):
+        return f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e)
+    text = str(e)
+    # safetensors: "I/O error: No space left on device (os error 28)"; torch.save: "... file write failed"
+    if type(e).__name__ == "SafetensorError" or "file write failed" in text or "os error" in text:
+        return "No space left on device" if ("os error 28" in text or "No space left" in text) else text[:200]
+    return None
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    try:
+        return json.loads(path.read_text()) if path.exists() else []
+    except json.JSONDecodeError:
+        return []

@@ -4,12 +4,41 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from delia.config import DEFAULT_TOKEN, ConfigError, opt
 
 PAPER_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+VALIDATION_METRICS = ("auto", "label_accuracy", "task_valid", "chrf", "macro_f1")
+
+
+@dataclass
+class ValidationConfig:
+    """Generation-based validation and early stopping (unset in TrainConfig: no validation, the last step kept)."""
+
+    eval: dict[str, Any] = opt(help="EvalConfig fields of the validation prompts (task, data, the task's options; "
+                                    "`delia run` writes them: the validation rows under the validation phrasings)")
+    every: int | None = opt(None, help="validate every N optimizer steps (default: about 10 times per run)")
+    patience: int = opt(3, help="stop after this many validations without improvement")
+    min_steps: int = opt(0, help="never stop before this step")
+    metric: str = opt("auto", help="auto (label_accuracy with labels, chrf for text, else task_valid) | "
+                                   "label_accuracy | task_valid | chrf | macro_f1")
+    max_new_tokens: int | None = opt(None, help="generation budget (default: twice the gold replies' p99 length, "
+                                                "at least 16)")
+    batch_size: int = opt(32, help="prompts per forward pass")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.eval, dict) or not self.eval.get("data") or not self.eval.get("task"):
+            raise ConfigError("validation.eval: give at least task and data (the validation prompts)")
+        if self.every is not None and self.every < 1:
+            raise ConfigError(f"validation.every must be >= 1, got {self.every}")
+        if self.patience < 1 or self.min_steps < 0 or self.batch_size < 1:
+            raise ConfigError("validation: patience and batch_size must be >= 1 and min_steps >= 0")
+        if self.metric not in VALIDATION_METRICS:
+            raise ConfigError(f"validation.metric: {self.metric!r} is not one of {', '.join(VALIDATION_METRICS)}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ConfigError(f"validation.max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
 
 @dataclass
@@ -72,11 +101,19 @@ class TrainConfig:
     report_to: list[str] = opt(["tensorboard"], help="Trainer integrations (tensorboard, wandb, none...).")
     logging_steps: int = opt(1, help="Log loss and tokens/s every N steps.")
     trl: dict[str, Any] = opt({}, help="Extra SFTConfig fields passed through to TRL as is.")
+    # None (unset) leaves the step hashes of runs from before model selection as they were
+    validation: ValidationConfig | None = field(default=None, metadata={"help": "generation-based validation "
+                                                "every few steps, early stopping, and the best step kept as the "
+                                                "run's model (RUN/validation.json); unset: the last step"})
     init_adapter: str | None = opt(None, help="Continue this finished run's adapter and token rows instead of a "
                                               "fresh LoRA (a second training stage, e.g. DMT); its LoRA shape "
                                               "applies, the lora_* options here are ignored.")
 
     def __post_init__(self) -> None:
+        if isinstance(self.validation, dict):  # TrainConfig(validation={...}) from Python, as YAML gives
+            from delia.config import from_dict
+
+            self.validation = from_dict(ValidationConfig, self.validation, where="validation")
         if self.token_init not in ("random", "mean", "mean_vocab"):
             raise ConfigError(f"token_init: {self.token_init!r} is not one of random, mean, mean_vocab")
         if self.token_init == "mean" and not self.token_description:

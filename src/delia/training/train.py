@@ -20,13 +20,13 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from delia.config import ConfigError, config_hash, to_dict
 from delia.precision import SHORT, Precision, write_recorded
-from delia.training.artifacts import LOG_FILE, ROWS_FILE, RUN_FILE, RunError, continue_from, save_new_rows, write_json
+from delia.training.artifacts import (LOG_FILE, ROWS_FILE, RUN_FILE, RunError, continue_from, read_log, save_new_rows,
+                                      write_failure, write_json)
 from delia.training.compat import (checkpoint_bf16, compact_fused_head, patch_fused_head, run_callback_first,
                                    save_without_embedding_layers, tensorboard_callback, untie_output_embeddings)
 from delia.training.config import TrainConfig, effective_batch
@@ -39,7 +39,7 @@ RESUME_FREE = ("out", "resume", "merge", "report_to", "max_steps", "logging_step
                "save_total_limit", "threads", "compact_head")
 # Fields added after runs were recorded: unset, they leave the resume/finished hashes, so those runs still
 # resume and are still recognised as finished.
-LATE_OPTIONAL = ("token_side",)
+LATE_OPTIONAL = ("token_side", "validation")
 
 
 @dataclass
@@ -306,11 +306,17 @@ def _train(cfg: TrainConfig, callbacks: list | None) -> TrainResult:
         # rows keep their initial values; load_trained unties the same way before applying the adapter.
         untie_output_embeddings(model)
     args = sft_config(cfg, run_dir, micro, accum, bf16, world_size)
-    history = _read_log(run_dir / LOG_FILE) if resume_from else []
+    history = read_log(run_dir / LOG_FILE) if resume_from else []
     train_log = TrainLog(run_dir / LOG_FILE, history)
     # this run's TensorBoard directory, passed to its own logger (not through the process environment)
     logs_tensorboard = "tensorboard" in cfg.report_to and main_process
     tensorboard = [tensorboard_callback(run_dir / "tensorboard")] if logs_tensorboard else []
+    selection = None
+    if cfg.validation is not None:  # the prompts are built (and checked) before any step trains
+        from delia.training.validation import ValidationCallback, build_validator, read_history
+
+        selection = ValidationCallback(cfg.validation, build_validator(cfg.validation, tokenizer, run_dir), run_dir,
+                                       read_history(run_dir) if resume_from else [])
     with warnings.catch_warnings():
         # PEFT warns that ensure_weight_tying found no tied module among the *LoRA* targets; the tying it
         # ensures here is the token rows' (see lora_config), which it does apply.
@@ -321,7 +327,9 @@ def _train(cfg: TrainConfig, callbacks: list | None) -> TrainResult:
 
             model, peft_config = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True), None
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=peft_config, callbacks=[*tensorboard, CheckpointSeal(), *(callbacks or [])])
+                             peft_config=peft_config, callbacks=[*tensorboard, CheckpointSeal(),
+                                                                 *([selection] if selection else []),
+                                                                 *(callbacks or [])])
     run_callback_first(trainer, train_log)  # so tokens/s reaches every logger
     peft_model = trainer.model
     patch_fused_head(peft_model)
@@ -335,7 +343,7 @@ def _train(cfg: TrainConfig, callbacks: list | None) -> TrainResult:
         with compact_fused_head(cfg.compact_head):
             out = trainer.train(resume_from_checkpoint=resume_from)
     except Exception as e:  # a full disk or a vanished directory while saving a checkpoint
-        why = _write_failure(e)
+        why = write_failure(e)
         if why is None:
             raise
         if main_process:
@@ -348,7 +356,8 @@ def _train(cfg: TrainConfig, callbacks: list | None) -> TrainResult:
     train_loss = total_train_loss(trainer.state.log_history, resumed_step, out.training_loss,
                                   trainer.state.global_step)
 
-    # ---- artifacts
+    # ---- artifacts: the best validated step's weights when validating, else the last step's
+    selected = selection.restore_best(peft_model) if selection else None
     trainer.save_model(str(run_dir))
     precision = trained_precision(trainer, model)
     if trainer.is_world_process_zero():
@@ -366,7 +375,7 @@ def _train(cfg: TrainConfig, callbacks: list | None) -> TrainResult:
             "precision": "bf16-autocast" if bf16 else "fp32",
             "dtype": precision.to_dict(),  # what reloading restores (delia.precision)
             "global_step": trainer.state.global_step, "train_loss": train_loss,
-            "resumed_from": resume_from, "train_seconds": round(seconds, 1),
+            "resumed_from": resume_from, "train_seconds": round(seconds, 1), "selection": selected,
             "config": to_dict(cfg), "resume_hash": _resume_hash(cfg), "finished_hash": _finished_hash(cfg),
         }
         if cfg.merge:
@@ -379,21 +388,3 @@ def _train(cfg: TrainConfig, callbacks: list | None) -> TrainResult:
             meta["merged"] = "merged"
         write_json(run_dir / RUN_FILE, meta)
     return TrainResult(run_dir, trainer.state.global_step, train_loss, resume_from)
-
-
-def _write_failure(e: BaseException) -> str | None:
-    """The reason when `e` is a failed write (OSError, or what safetensors / torch.save raise for one), else None."""
-    if isinstance(e, OSError):
-        return f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e)
-    text = str(e)
-    # safetensors: "I/O error: No space left on device (os error 28)"; torch.save: "... file write failed"
-    if type(e).__name__ == "SafetensorError" or "file write failed" in text or "os error" in text:
-        return "No space left on device" if ("os error 28" in text or "No space left" in text) else text[:200]
-    return None
-
-
-def _read_log(path: Path) -> list[dict[str, Any]]:
-    try:
-        return json.loads(path.read_text()) if path.exists() else []
-    except json.JSONDecodeError:
-        return []
