@@ -15,7 +15,7 @@ from typing import Any
 
 from delia.config import ConfigError, config_hash, from_dict, merge, to_dict
 from delia.experiments.config import ExperimentConfig, split_method
-from delia.experiments.stages import VALIDATION_FILES, resolve, sha256_file
+from delia.experiments.stages import resolve, sha256_file, validation_digests
 from delia.mixing.schedule import diverse_count
 from delia.task import get_task
 
@@ -176,7 +176,7 @@ class Ctx:
         """LoRA SFT on `data` (a build or transform step); `init` continues an earlier run's adapter."""
         cfg = merge({**self.train_fields(), "model": self.exp.model, "seed": self.seed, **self._threads()}, fields)
         return self.step("train", cfg, {"data": data, **({"init": init} if init else {})},
-                         fingerprint=_validation_digests(cfg))
+                         fingerprint=validation_digests(cfg, _digest))
 
     def evaluate(self, adapter: Step | None = None, seen: Step | None = None, **fields: Any) -> dict[str, Step]:
         """The test evaluation (generation) and, when the task has gold replies, the loss evaluation.
@@ -313,18 +313,6 @@ def method_options(exp: ExperimentConfig, method: str, cls: type) -> Any:
 
 _DIGESTS: dict[str, str] = {}
 _ROWS: dict[str, int] = {}
-
-
-def _validation_digests(train: dict[str, Any]) -> dict[str, Any]:
-    """The content digests of a training step's validation files (their paths are not hashed); {} without."""
-    found = {}
-    for dotted in VALIDATION_FILES:
-        node: Any = train
-        for part in dotted.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, str) and node:
-            found[dotted] = _digest(node)
-    return {"validation": found} if found else {}
 
 
 def _digest(path: str) -> str:

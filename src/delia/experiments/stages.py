@@ -67,6 +67,21 @@ _DRIFT_VOLATILE = ("threads", "batch_size", "score_batch_size", "data")
 # the validation prompts' files: named by content (the train step's fingerprint), not by path
 VALIDATION_FILES = ("validation.eval.data", "validation.eval.custom.seen_file", "validation.eval.custom.unseen_file")
 
+
+
+def validation_digests(train: dict[str, Any], digest) -> dict[str, Any]:
+    """The content digests (`digest(path)`) of a training step's validation files, which are not hashed by path;
+    {} for a step without validation (its key stays as it was)."""
+    def value(dotted: str) -> Any:
+        node: Any = train
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    found = {d: digest(value(d)) for d in VALIDATION_FILES if isinstance(value(d), str) and value(d)}
+    return {"validation": found} if found else {}
+
+
 SPECS: dict[str, StageSpec] = {
     "sample": StageSpec(_sample_cls, {"out": "@out/cache.jsonl"},
                         volatile=("limit", "engine_options", "queries")),
