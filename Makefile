@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/delia experiment configs/demo.yaml
+	$(BIN)/delia run configs/demo_run.yaml
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow" -q

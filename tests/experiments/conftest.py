@@ -51,6 +51,7 @@ class FakeStages:
         self.log: list[tuple[str, Path]] = []
         self.fail_on: set[str] = set()
         self.cut_every = 0  # sample: every n-th answer (0, n, 2n, ...) is cut at the budget (finish_reason length)
+        self.valid_score = None  # train: rows -> the validation score of the kept step (None: no selection)
 
     def __call__(self, kind: str):
         def run(config, inputs, out: Path):
@@ -77,8 +78,11 @@ class FakeStages:
             elif kind == "train":
                 # a fake "quality" that grows with the data size, so reports have something to order
                 rows = sum(1 for _ in open(inputs["data"] / "train.jsonl"))
+                sel = ({"selection": {"best_step": 1, "last_step": 2, "metric": "label_accuracy",
+                                      "score": self.valid_score(rows), "task_valid": 1.0}}
+                       if self.valid_score else {})
                 (out / "delia_run.json").write_text(json.dumps({"train_loss": 1.0 / rows, "global_step": 2,
-                                                                "data": {"rows": rows}}))
+                                                                "data": {"rows": rows}, **sel}))
             elif kind == "eval":
                 quality = 0.5 if "adapter" in inputs else 0.0
                 preds = [fake_prediction(s, i, i < int(10 * quality)) for s in ("seen", "unseen") for i in range(10)]

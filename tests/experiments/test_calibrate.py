@@ -39,6 +39,9 @@ def test_a_cached_calibration_replaces_only_the_shipped_defaults(cache, make_exp
     assert cost.eval_token == CostModel().eval_token  # a field not in the file keeps its default
     own = CostModel(sample_token=0.01)
     assert cal.calibrated(own) == (own, None)  # a user's `cost:` wins
+    # the row-length and early-stop settings (what `delia run` sets) are not rates: the calibration still applies
+    shaped, source = cal.calibrated(CostModel(row_tokens=320.0, early_stop=0.5))
+    assert source == path and shaped.train_row == 7.0 and (shaped.row_tokens, shaped.early_stop) == (320.0, 0.5)
     _write(cal.machine_key("fp16" if cal.machine_key()["dtype"] != "fp16" else "fp32"), sample_token=99.0)
     assert cal.calibrated(CostModel())[0].sample_token == 0.5  # another dtype's file is not this one's
     plan = expand(make_exp())

@@ -162,3 +162,42 @@ def test_a_resumed_sample_is_charged_by_its_cached_answers_length(make_exp, tmp_
     est = estimate(plan)
     assert est.answer_tokens == {sample.key: pytest.approx(25.0)}
     assert est.per_step[sample.key] == pytest.approx(1.0 + (limit - MIN_CACHED) * 25.0 * 0.01)
+
+
+def test_delia_run_steps_are_charged_by_row_length_early_stop_and_gold_replies(tmp_path):
+    import math
+
+    import yaml
+
+    from delia.config import from_dict
+    from delia.experiments.config import ExperimentConfig
+    from delia.experiments.estimate import gold_tokens, row_tokens
+    from delia.experiments.taskrun import compile_task
+    from delia.experiments.usertask import load_task
+
+    compile_task(load_task("builtin:langid", [f"out={tmp_path / 'run'}"]))
+    raw = yaml.safe_load((tmp_path / "run" / "experiment.yaml").read_text())
+    raw["cost"] = {"train_row": 2.0, "row_tokens": 320.0, "early_stop": 0.5, "eval_token": 0.01, "model_load": 0.0,
+                   "hook_factor": {}}
+    plan = expand(from_dict(ExperimentConfig, raw))
+    by = {r.method: r for r in plan.runs}
+    est = estimate(plan)
+    train = by["cit"].steps["train"]
+    tokens = row_tokens(train.inputs["data"])
+    assert 60 < tokens < 140  # a news sentence, the instruction, a one-key JSON reply and the chat template
+    # 30 rows x 2.0 s scaled by their length, for half of the 10-epoch budget (validated: early stopping)
+    epochs = train.config["epochs"]
+    assert epochs == 10 and est.per_step[train.key] == pytest.approx(30 * 2.0 * tokens / 320 * epochs * 0.5)
+    # a tuned model's test replies are charged the gold reply's length (a one-key JSON object), not the budget
+    test = by["cit"].steps["test"]
+    gold = gold_tokens(test)
+    assert 4 < gold < 12
+    n = eval_rows(test)
+    assert est.per_step[test.key] == pytest.approx(n * (math.ceil(gold) + 2) * 0.01)
+    assert est.per_step[by["original"].steps["test"].key] == pytest.approx(n * 32 * 0.01)  # the base: the budget
+    # without row_tokens and validation the old rule holds: every row costs train_row, every epoch is charged
+    raw["cost"] = {"train_row": 2.0, "model_load": 0.0}
+    del raw["train"]["validation"]
+    plan = expand(from_dict(ExperimentConfig, raw))
+    train = next(r for r in plan.runs if r.method == "cit").steps["train"]
+    assert estimate(plan).per_step[train.key] == pytest.approx(30 * 2.0 * epochs)

@@ -152,6 +152,25 @@ def test_validation_split_is_disjoint_from_the_test_and_drives_every_tuned_metho
     assert exp.drift == {"queries": 32, "max_new_tokens": 128}  # drift on by default
 
 
+def test_validation_prompts_are_sized_by_the_validation_rows(tmp_path):
+    from delia.experiments.taskrun import valid_phrasings_per_row
+
+    # about 40 prompts: 10 rows under all 3 phrasings, 30 rows under 1 each (in turn), never fewer than 1
+    assert valid_phrasings_per_row(10, 3) == 3 and valid_phrasings_per_row(30, 3) == 1
+    assert valid_phrasings_per_row(20, 3) == 2 and valid_phrasings_per_row(400, 5) == 1
+    c = compile_task(load_task("builtin:langid", [f"out={tmp_path / 'a'}", "holdout.rows=20"]))
+    assert c.info["valid_rows"] == 25  # 100 rows on the training side: a quarter validates
+    assert c.experiment["train"]["validation"]["eval"]["custom"]["instructions"] == "unseen:2"
+
+
+def test_the_teacher_forced_analyses_are_off_unless_asked(tmp_path):
+    c = compile_task(load_task("builtin:langid", [f"out={tmp_path / 'a'}"]))
+    assert c.experiment["eval"]["analysis"] == {"score": "off"}
+    c = compile_task(load_task("builtin:langid", [f"out={tmp_path / 'b'}", "eval.analysis.score=on"]))
+    exp = from_dict(ExperimentConfig, yaml.safe_load((tmp_path / "b" / "experiment.yaml").read_text()))
+    assert exp.eval["analysis"]["score"] in ("on", True)  # YAML's `on`; the eval config reads it as "on"
+
+
 def test_validation_files_are_hashed_by_content(tmp_path):
     from delia.experiments.plan import expand
 

@@ -39,6 +39,21 @@ def test_packaged_langid_task_loads_and_is_inferred_as_json_with_a_label():
                                       'one key, "language", whose value is "english" or "icelandic".')
 
 
+def test_packaged_wordsense_task_has_four_balanced_labels_and_no_repeated_word():
+    assert "wordsense" in builtin_tasks()
+    task = load_task("builtin:wordsense")
+    assert task.examples == "builtin:wordsense/examples" and task.holdout.rows == 80
+    rows = read_examples(task.examples)
+    assert len(rows) == 200 and len({e.id for e in rows}) == 200 and len({e.input for e in rows}) == 200
+    words = [e.input.split(":", 1)[0] for e in rows]
+    assert len(set(words)) == 200 and all(w.isalpha() and w.islower() for w in words)
+    info = infer(task, rows)
+    assert info == {"task": "json", "keys": ["category"],
+                    "values": {"category": ["animal", "artifact", "food", "plant"]}, "label_key": "category"}
+    assert Counter(label_of(info, e) for e in rows) == {"animal": 50, "artifact": 50, "food": 50, "plant": 50}
+    assert all(e.id.startswith(f"ws-{label_of(info, e)}-") for e in rows)
+
+
 def test_overrides_and_paths_relative_to_the_yaml(tmp_path):
     (tmp_path / "task").mkdir()
     _write(tmp_path / "task/ex.jsonl", [{"input": "a", "output": "x"}])

@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 from delia.config import ConfigError
 from delia.training import read_run_meta, run_train
 from delia.training.config import ValidationConfig
-from delia.training.validation import best_entry, interval_of, rank
+from delia.training.validation import best_entry, interval_of, is_perfect, rank
 
 from .conftest import PRECISIONS, Interrupt, tiny_cfg, write_rows
 
@@ -90,6 +90,39 @@ def test_min_steps_holds_off_the_stop(tiny_dir, data, tmp_path):
                    validation={**validation, "patience": 1, "min_steps": 8})
     result = run_train(cfg)
     assert result.global_step == 8  # would stop at 4 without min_steps
+
+
+class Scripted:
+    """A validator whose scores are given per call (the real one needs a model that answers)."""
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores = list(scores)
+
+    def score(self, model) -> dict:
+        s = self.scores.pop(0)
+        return {"score": s, "metric": "label_accuracy", "task_valid": 1.0, "label_accuracy": s, "n": 6,
+                "seconds": 0.0}
+
+
+def test_a_perfect_validation_stops_at_once_and_is_kept(tiny_dir, data, tmp_path, monkeypatch):
+    import delia.training.validation as V
+
+    rows, validation = data
+    monkeypatch.setattr(V, "build_validator", lambda cfg, tok, run_dir: Scripted([0.5, 1.0, 1.0, 1.0]))
+    cfg = tiny_cfg(rows, tmp_path / "run", tiny_dir, max_steps=12, validation={**validation, "patience": 10})
+    result = run_train(cfg)
+    history = json.loads((tmp_path / "run" / "validation.json").read_text())
+    # step 4 is perfect: patience 10 would have run to step 12 and kept step 4 all the same (ties: earlier step)
+    assert [e["step"] for e in history["history"]] == [2, 4] and history["stopped_early"]
+    assert result.global_step == 4 and history["best_step"] == 4
+
+
+def test_perfect_means_the_maximum_with_every_reply_valid():
+    assert is_perfect({"metric": "label_accuracy", "score": 1.0, "task_valid": 1.0})
+    assert not is_perfect({"metric": "label_accuracy", "score": 1.0, "task_valid": 0.9})
+    assert not is_perfect({"metric": "label_accuracy", "score": 0.99, "task_valid": 1.0})
+    assert is_perfect({"metric": "chrf", "score": 100.0}) and not is_perfect({"metric": "chrf", "score": 99.0})
+    assert not is_perfect({"metric": "label_accuracy", "score": None, "task_valid": 1.0})
 
 
 def test_resume_keeps_the_validation_history(tiny_dir, data, tmp_path):

@@ -112,10 +112,14 @@ def calibrate(model: str | None = None) -> Path:
     return path
 
 
+RATES = ("sample_token", "eval_token", "train_row", "train_diverse_row", "score_row", "model_load")
+
+
 def calibrated(cost: CostModel) -> tuple[CostModel, Path | None]:
     """The cost model an estimate uses: this machine's calibration when one is cached and `cost` is the shipped
-    default (a user's own `cost:` wins); else `cost`. Returns (cost model, calibration file or None)."""
-    if cost != CostModel():
+    default (a user's own rates in `cost:` win; `row_tokens` and `early_stop` are not rates); else `cost`. Returns (cost model, calibration file or None)."""
+    default = CostModel()
+    if any(getattr(cost, k) != getattr(default, k) for k in RATES):  # the user's own rates win
         return cost, None
     path = calibration_path(machine_key())
     try:

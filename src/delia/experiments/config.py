@@ -74,6 +74,11 @@ class CostModel:
                                              "arithmetic decoder runs rows one by one with two prompts; ICL prompts "
                                              "carry k demonstrations)")
     model_load: float = opt(5.0, help="seconds to load a model (per sample / train / eval step)")
+    row_tokens: float | None = opt(None, help="tokens of the rows `train_row` was measured on; set: a downstream "
+                                              "row costs train_row x its estimated tokens (from its characters) / "
+                                              "row_tokens; unset: every row costs train_row")
+    early_stop: float = opt(1.0, help="share of the step budget a validated training run is expected to train "
+                                      "before it stops (train.validation; 1 = the whole budget)")
 
 
 @dataclass

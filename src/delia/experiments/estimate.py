@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from delia.config import ConfigError
 from delia.experiments.plan import Plan, Step
 from delia.experiments.runner import step_done
 from delia.mixing.schedule import diverse_count
@@ -56,6 +57,87 @@ def train_rows(step: Step) -> int:
             n = _size(step.inputs["data"].inputs["downstream"])
             return base - n + max(1, round(step.config.get("k", 1 / 256) * n))
     return 0
+
+
+CHARS_PER_TOKEN = 3.6  # English-like text under a BPE tokenizer (SmolLM2: langid's rows 3.4-3.9)
+TEMPLATE_TOKENS = 30   # the chat template's own tokens per row (SmolLM2: system prompt and role markers)
+# length-aware estimates (`cost.row_tokens` set, as `delia run` does): a general query's tokens, and the share of
+# the budget that answers to general queries use (sampled and greedy: langid's run, docs/RESULTS.md)
+QUERY_TOKENS = 40
+REPLY_SHARE = 0.5
+
+
+def _subset_of(step: Step) -> Step | None:
+    """The subset step (downstream rows of a data file) behind a build / transform / subset step."""
+    if step.kind == "subset":
+        return step
+    for name in ("downstream", "data"):
+        if name in step.inputs:
+            return _subset_of(step.inputs[name])
+    return None
+
+
+def text_tokens(chars: int) -> float:
+    return chars / CHARS_PER_TOKEN
+
+
+def row_tokens(step: Step, limit: int = 400) -> float | None:
+    """Estimated tokens per downstream training row behind `step` (its characters, plus the chat template's),
+    read from the data file the subset step names; None when it cannot be read."""
+    sub = _subset_of(step)
+    path = sub and sub.volatile.get("path")
+    if not path:
+        return None
+    start, n = sub.config.get("start", 0), min(sub.config["n"], limit)
+    try:
+        from delia.data.sources import resolve_source
+
+        chars, rows = 0, 0
+        with open(resolve_source(path), encoding="utf-8") as f:
+            for i, line in enumerate(x for x in f if x.strip()):
+                if i < start:
+                    continue
+                if rows >= n:
+                    break
+                chars += _text_chars(json.loads(line))
+                rows += 1
+    except (OSError, ValueError, ConfigError):
+        return None
+    return text_tokens(chars / rows) + TEMPLATE_TOKENS if rows else None
+
+
+def _text_chars(obj) -> int:
+    """Characters of every string in a row (message contents, inputs, outputs), keys and ids left out."""
+    if isinstance(obj, str):
+        return len(obj)
+    if isinstance(obj, list):
+        return sum(_text_chars(x) for x in obj)
+    if isinstance(obj, dict):
+        return sum(_text_chars(v) for k, v in obj.items() if k not in ("id", "role", "meta", "source"))
+    return 0
+
+
+def gold_tokens(step: Step, limit: int = 400) -> float | None:
+    """Estimated tokens of an evaluation's gold replies (the test rows' `output`), None when the rows carry none
+    (halu's test rows hold a label only)."""
+    path = step.run_config.get("data")
+    if not path:
+        return None
+    try:
+        from delia.data.sources import resolve_source
+
+        lengths = []
+        with open(resolve_source(path), encoding="utf-8") as f:
+            for line in f:
+                if len(lengths) >= limit:
+                    break
+                if line.strip():
+                    out = json.loads(line).get("output")
+                    if isinstance(out, str):
+                        lengths.append(len(out))
+    except (OSError, ValueError, AttributeError, ConfigError):
+        return None
+    return text_tokens(sum(lengths) / len(lengths)) if lengths else None
 
 
 def eval_rows(step: Step) -> int:
@@ -174,26 +256,41 @@ def estimate(plan: Plan) -> Estimate:
             if mean is not None:  # a resumed sample: answers run as long as the cached ones, not to the budget
                 answer_tokens[s.key] = mean
                 budget = min(budget, mean)
+            elif c.row_tokens:  # length-aware: answers to general queries end near half the budget (measured)
+                budget *= REPLY_SHARE
             secs = c.model_load + todo * budget * c.sample_token if todo else 0.0
         elif s.kind == "train":
             data = s.inputs["data"]
             rows, div = train_rows(data), diverse_rows(data)
-            per_epoch = (rows - div) * c.train_row + div * c.train_diverse_row * (_sample_budget(data) or 128) / 128
+            down = c.train_row
+            if c.row_tokens:  # a row costs by its length: langid's ~90-token rows are not halu's ~320
+                tokens = row_tokens(data)
+                down = c.train_row * tokens / c.row_tokens if tokens else c.train_row
+            per_epoch = (rows - div) * down + div * c.train_diverse_row * (_sample_budget(data) or 128) / 128
             epochs = s.config.get("epochs", 1.0)
             if s.config.get("max_steps", -1) > 0:  # a step budget replaces the epochs (the data repeats as needed)
                 epochs = s.config["max_steps"] * effective_batch(rows, s.config.get("batch_size")) / rows
+            if s.config.get("validation"):  # early stopping: the expected share of the budget
+                epochs *= c.early_stop
             secs = c.model_load + per_epoch * epochs
         elif s.kind == "eval":
             n = eval_rows(s)
             # unset = sized from the data at run time, at least 256 (delia.evaluation.budget)
             gen = s.config.get("generation", {}).get("max_new_tokens") or 256
-            gen = min(gen, measured.get("adapter" in s.inputs, gen)) if gen > 1 else gen
+            tuned = "adapter" in s.inputs
+            if gen > 1 and tuned not in measured and tuned and (gold := gold_tokens(s)):
+                gen = min(gen, math.ceil(gold) + 2)  # a tuned model replies in the gold format, then stops
+            gen = min(gen, measured.get(tuned, gen)) if gen > 1 else gen
             factor = math.prod(c.hook_factor.get(s.config.get(h) or "", 1.0) for h in ("decoder", "prompt_hook"))
             secs = c.model_load + n * (c.score_row if gen <= 1 else gen * c.eval_token * factor)
         elif s.kind in ("drift_answers", "drift"):  # greedy answers (the base's are reused) + one scoring pass
             n, gen = s.config.get("queries", 64), s.config.get("max_new_tokens", 256)
             answers = s.kind == "drift_answers" or "adapter" in s.inputs
-            secs = c.model_load + n * (c.score_row + (gen * c.eval_token if answers else 0))
+            score = c.score_row
+            if c.row_tokens:  # length-aware: a query and its answer, not a halu row; answers end near half the budget
+                score = c.score_row * (TEMPLATE_TOKENS + QUERY_TOKENS + gen) / c.row_tokens
+                gen *= REPLY_SHARE
+            secs = c.model_load + n * (score + (gen * c.eval_token if answers else 0))
         elif s.kind == "build":
             secs = 3.0
         else:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from delia.experiments import compare, drift_tables, phrasings, ratio_tables, seed_tables, tables
+from delia.experiments import answer, compare, drift_tables, phrasings, ratio_tables, seed_tables, tables
 from delia.experiments.compare import Group, groups, interval, md_table
 from delia.experiments.results import PAPER_ORDER, Results  # noqa: F401  (re-exported for callers)
 from delia.experiments.tables import cell, pct
@@ -46,6 +46,7 @@ def build_report(root: str | Path) -> Path:
     lines = [f"# Experiment report: `{root}`", "",
              f"{len(res.rows)} runs; methods {', '.join(res.methods)}; sizes {res.sizes or '–'}; "
              f"ratios {res.ratios or '–'}. Rebuilt from saved results only.", ""]
+    lines += answer.answer_first(res, gs, sets)
     verdict = compare.verdict(comps, majority, budget_cells, _evidence(exp)) if sets else []
     by_seed = seed_tables.report_comparisons(res, gs, sets)
     seed_ivs = {(c.a, c.b, c.metric): c.diff for c in by_seed}

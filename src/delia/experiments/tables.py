@@ -227,6 +227,7 @@ def selection_table(res: Results) -> list[str]:
              pct(m.get("train.valid_score")), pct(m.get("train.valid_task_valid"))] for r, m in runs]
     return (["## Model selection (validation rows x validation phrasings, never tested on)", "",
              "Each tuned run keeps the step with the best validation score (ties: task-valid, then the earlier "
-             "step); it stops after `patience` validations without improvement.", ""] +
+             "step); it stops after `patience` validations without improvement, or at a perfect validation (no later "
+             "step could be kept).", ""] +
             md_table(["method", "seed", "kept step", "steps trained", "stopped early", "validation metric",
                       "score %", "task-valid %"], rows))

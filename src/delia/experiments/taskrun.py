@@ -34,6 +34,9 @@ SAMPLE = {"max_new_tokens": 192, "engine_options": {"batch_size": 16}}
 # Model selection (docs/RESULTS.md, "Model selection"): validate about 10 times a run, stop after 3 validations
 # without improvement, keep the best step. The step budget is sized by the data (`train_budget`).
 VALIDATION = {"patience": 3}
+# Validation prompts per validation: each validation row under enough validation phrasings to give about this many
+# prompts (all phrasings when the rows are few), so a validation costs seconds whatever the task's size.
+VALID_PROMPTS = 40
 MIN_STEPS, MAX_EPOCHS = 40, 30
 # Drift from the base on held-out general queries (the last rows of the diverse pool, never self-sampled).
 DRIFT = {"queries": 32, "max_new_tokens": 128}
@@ -41,6 +44,12 @@ DRIFT = {"queries": 32, "max_new_tokens": 128}
 # out in place of the token (`unseen-desc`): the fair test for `plain`, which never learned the token.
 EVAL_INSTRUCTIONS = "seen:1,unseen:all"
 EVAL_DESC = ",unseen-desc:1"
+# The teacher-forced analyses (loss and first-token state space over every test prompt) cost a second forward pass
+# over the test set, as much as generating the replies; `delia run` leaves them to `eval: {analysis: {score: on}}`.
+EVAL_ANALYSIS = {"score": "off"}
+# `--dry-run` estimates sized by the rows' length (the cost model's rates are for halu's ~320-token rows) and by
+# early stopping (validated runs trained 30-50% of their step budget on langid; docs/RESULTS.md)
+COST = {"row_tokens": 320.0, "early_stop": 0.5}
 
 
 @dataclass
@@ -156,7 +165,7 @@ def compile_task(task: UserTask, complete=None, write: bool = True) -> Compiled:
                              "key": None if task.paraphrases else phrasing_key(task),
                              "seen": seen, "valid": valid_phr, "unseen": unseen},
                "methods": task.method_list}
-    exp = experiment_dict(task, info, data, len(train_idx))
+    exp = experiment_dict(task, info, data, len(train_idx), valid=(len(valid_idx), len(valid_phr)))
     _validate(exp)
     if write:
         data.mkdir(parents=True, exist_ok=True)
@@ -206,9 +215,16 @@ def train_budget(n_train: int, batch: int) -> float:
     return float(min(MAX_EPOCHS, max(2, math.ceil(MIN_STEPS / per_epoch))))
 
 
-def validation_dict(task: UserTask, info: dict[str, Any], data: Path) -> dict[str, Any]:
-    """TrainConfig.validation: the validation rows under every validation phrasing, scored as the test is."""
-    custom = {"template": task.template, "instructions": "unseen:all",
+def valid_phrasings_per_row(rows: int, phrasings: int) -> int:
+    """Validation phrasings each validation row is asked under: about VALID_PROMPTS prompts in all, 1 to all."""
+    return max(1, min(phrasings, round(VALID_PROMPTS / max(1, rows))))
+
+
+def validation_dict(task: UserTask, info: dict[str, Any], data: Path, rows: int, phrasings: int) -> dict[str, Any]:
+    """TrainConfig.validation: the validation rows, each under `valid_phrasings_per_row` of the validation
+    phrasings (in turn, so every phrasing is used), scored as the test is."""
+    k = valid_phrasings_per_row(rows, phrasings)
+    custom = {"template": task.template, "instructions": "unseen:all" if k >= phrasings else f"unseen:{k}",
               "unseen_file": str(data / "instructions_valid.txt"), "special_tokens": [task.token],
               **({"token_description": task.format.strip()} if task.format else {}),
               **{k: v for k, v in info.items() if k != "task" and v is not None}}
@@ -216,15 +232,17 @@ def validation_dict(task: UserTask, info: dict[str, Any], data: Path) -> dict[st
             **VALIDATION}
 
 
-def experiment_dict(task: UserTask, info: dict[str, Any], data: Path, n_train: int) -> dict[str, Any]:
-    """The ExperimentConfig (as YAML data) that runs the task: one size (all training rows), one ratio."""
+def experiment_dict(task: UserTask, info: dict[str, Any], data: Path, n_train: int,
+                    valid: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+    """The ExperimentConfig (as YAML data) that runs the task: one size (all training rows), one ratio.
+    `valid`: (validation rows, validation phrasings)."""
     custom = {"template": task.template, "instructions": EVAL_INSTRUCTIONS + (EVAL_DESC if task.format else ""),
               "seen_file": str(data / "instructions_seen.txt"), "unseen_file": str(data / "instructions_unseen.txt"),
               "special_tokens": [task.token], **({"token_description": task.format.strip()} if task.format else {}),
               **{k: v for k, v in info.items() if k != "task" and v is not None}}
     train = merge(TRAIN, {"epochs": train_budget(n_train, TRAIN["batch_size"])})
     if task.holdout.validates:
-        train["validation"] = validation_dict(task, info, data)
+        train["validation"] = validation_dict(task, info, data, *valid)
     exp = {"name": task.name, "out": task.out_dir, "model": task.model,
            **({"threads": task.threads} if task.threads else {}),
            "data": {"task": info["task"], "train": str(data / "train.jsonl"), "test": str(data / "test.jsonl"),
@@ -233,7 +251,8 @@ def experiment_dict(task: UserTask, info: dict[str, Any], data: Path, n_train: i
            "build": {"template": task.template, "instructions": str(data / "instructions_seen.txt"),
                      "token": task.token},
            "sample": merge(SAMPLE, task.sample), "train": merge(train, task.train),
-           "eval": merge({"custom": custom}, task.eval), "sample_margin": 0.4, "drift": dict(DRIFT)}
+           "eval": merge({"custom": custom, "analysis": dict(EVAL_ANALYSIS)}, task.eval), "sample_margin": 0.4,
+           "drift": dict(DRIFT), "cost": dict(COST)}
     return merge(exp, task.experiment)
 
 

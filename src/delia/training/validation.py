@@ -6,7 +6,8 @@ of `delia eval`, so the task builds the
 rows, parses and scores the replies exactly as the test evaluation will), read once when training starts. What
 is compared is the task's headline: label accuracy for tasks with labels (an invalid reply counts as wrong),
 chrF for text tasks, task-valid otherwise; task-valid breaks ties, and among equal scores the earliest step wins
-(the model closest to the base).
+(the model closest to the base). Training stops after `patience` validations without improvement, or at once
+when a validation is perfect (the metric's maximum, every reply task-valid): no later step could be chosen.
 
 Resumable: the history is RUN/validation.json, and the best weights so far RUN/validation/best-STEP.safetensors
 (only the trainable tensors: LoRA and the new tokens' rows). A checkpoint is saved at every validation step, so a
@@ -28,6 +29,9 @@ from delia.training.config import ValidationConfig
 
 log = logging.getLogger(__name__)
 
+# The best value each metric can take (fractions; chrF in points): a validation that reaches it, with every reply
+# task-valid, cannot be beaten by a later step (ties go to the earlier step), so training stops there.
+METRIC_MAX = {"label_accuracy": 1.0, "task_valid": 1.0, "macro_f1": 1.0, "chrf": 100.0}
 VALIDATION_FILE = "validation.json"
 BEST_DIR = "validation"
 
@@ -40,6 +44,13 @@ def interval_of(total_steps: int, every: int | None) -> int:
 def rank(entry: dict[str, Any]) -> tuple[float, float, int]:
     """Sort key of a history entry: higher is better (score, then task-valid, then an earlier step)."""
     return (_num(entry.get("score")), _num(entry.get("task_valid")), -int(entry["step"]))
+
+
+def is_perfect(entry: dict[str, Any]) -> bool:
+    """The entry scores the metric's maximum with every reply task-valid: no later step can rank above it."""
+    top = METRIC_MAX.get(entry.get("metric"))
+    valid = entry.get("task_valid", 1.0)
+    return top is not None and _num(entry.get("score")) >= top - 1e-9 and _num(valid) >= 1.0 - 1e-9
 
 
 def best_entry(history: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -96,11 +107,12 @@ class ValidationCallback(TrainerCallback):
         log.info("validation at step %d: %s %.3f (task-valid %.3f; best %.3f at step %d) in %.1fs", step,
                  entry["metric"], _num(entry["score"]), _num(entry.get("task_valid")), _num(best["score"]),
                  best["step"], entry["seconds"])
-        if since >= self.cfg.patience and step >= self.cfg.min_steps and step < state.max_steps:
+        perfect = is_perfect(best)
+        if (since >= self.cfg.patience or perfect) and step >= self.cfg.min_steps and step < state.max_steps:
             self.stopped_early = True
             control.should_training_stop = True
-            log.info("early stop at step %d: no improvement on step %d for %d validations", step, best["step"],
-                     since)
+            why = "a perfect validation score" if perfect else f"no improvement for {since} validations"
+            log.info("early stop at step %d: %s (best: step %d)", step, why, best["step"])
         elif step < state.max_steps:
             control.should_save = True  # a checkpoint beside every validation keeps history and weights in step
         if state.is_world_process_zero:
