@@ -103,3 +103,14 @@ def test_budget_from_eval_gold_then_training_rows_and_config_wins(tmp_path):
     assert got["max_new_tokens"] == math.ceil(2 * (120 + 0.99 * 60))
     assert B.resolve(None, tok, [Row("a", None)], str(tmp_path / "missing.jsonl"))["max_new_tokens"] == 256
     assert B.resolve(32, tok, rows, str(train)) == {"max_new_tokens": 32, "source": "config"}
+
+
+def test_a_budget_floor_lets_short_gold_replies_size_the_budget():
+    tok = CharTokenizer()
+    rows = [Row(str(i), "x" * 10) for i in range(20)]  # label-like replies of 10 tokens
+    assert B.resolve(None, tok, rows, None)["max_new_tokens"] == 256  # the library's floor
+    got = B.resolve(None, tok, rows, None, floor=64)
+    assert got["max_new_tokens"] == 64 and got["rule"].startswith("max(64,")
+    long = [Row(str(i), "x" * 50) for i in range(20)]  # 2 x 50 = 100 > the floor: the data decides
+    assert B.resolve(None, tok, long, None, floor=64)["max_new_tokens"] == 100
+    assert B.resolve(None, tok, [], None, floor=64)["max_new_tokens"] == 64  # no gold: the floor

@@ -171,6 +171,16 @@ def test_the_teacher_forced_analyses_are_off_unless_asked(tmp_path):
     assert exp.eval["analysis"]["score"] in ("on", True)  # YAML's `on`; the eval config reads it as "on"
 
 
+def test_the_test_budget_floor_is_set_only_when_the_task_gives_no_budget(tmp_path):
+    from delia.experiments.taskrun import EVAL_BUDGET_FLOOR
+    c = compile_task(load_task("builtin:langid", [f"out={tmp_path / 'a'}"]))  # langid gives max_new_tokens 32
+    assert c.experiment["eval"]["generation"] == {"max_new_tokens": 32}
+    c = compile_task(load_task("builtin:langid", [f"out={tmp_path / 'b'}", "eval.generation.max_new_tokens=null"]))
+    assert c.experiment["eval"]["generation"] == {"max_new_tokens": None, "budget_floor": EVAL_BUDGET_FLOOR}
+    exp = from_dict(ExperimentConfig, yaml.safe_load((tmp_path / "b" / "experiment.yaml").read_text()))
+    assert exp.eval["generation"]["budget_floor"] == 64
+
+
 def test_validation_files_are_hashed_by_content(tmp_path):
     from delia.experiments.plan import expand
 

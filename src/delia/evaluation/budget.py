@@ -62,7 +62,8 @@ def choose(lengths: list[int], floor: int = FLOOR, factor: float = FACTOR) -> di
             "p99_gold_tokens": p99, "max_gold_tokens": int(max(lengths))}
 
 
-def resolve(configured: int | None, tok, rows: list[Any], fallback: str | None) -> dict[str, Any]:
+def resolve(configured: int | None, tok, rows: list[Any], fallback: str | None,
+            floor: int | None = None) -> dict[str, Any]:
     """The budget to generate with, recorded in metrics.json["budget"].
 
     Args:
@@ -71,13 +72,15 @@ def resolve(configured: int | None, tok, rows: list[Any], fallback: str | None) 
         rows: the evaluation rows (`example_id`, `gold`).
         fallback: the task's training file whose replies are used when the rows carry no gold
             (`Task.gold_fallback`).
+        floor: the smallest budget the rule may choose (`generation.budget_floor`; None = FLOOR).
     """
     if configured is not None:
         return {"max_new_tokens": configured, "source": "config"}
+    floor = floor or FLOOR
     replies, where = gold_replies(rows, fallback)
     lengths = [len(tok(r, add_special_tokens=False)["input_ids"]) for r in replies]
-    info = {**choose(lengths), "source": "data", "gold_from": where,
-            "rule": f"max({FLOOR}, ceil({FACTOR:g} x p{QUANTILE:g} of gold reply tokens))"}
+    info = {**choose(lengths, floor=floor), "source": "data", "gold_from": where,
+            "rule": f"max({floor}, ceil({FACTOR:g} x p{QUANTILE:g} of gold reply tokens))"}
     if not lengths:
-        log.warning("no gold replies to size the generation budget from; using %d tokens", FLOOR)
+        log.warning("no gold replies to size the generation budget from; using %d tokens", floor)
     return info

@@ -25,14 +25,17 @@ class GenerationOptions:
     max_new_tokens: int | None = opt(None, help="generation budget per reply; unset = from the data: "
                                                 "max(256, 2 x p99 of the gold replies' token lengths), see "
                                                 "docs/evaluation.md; the value used is in metrics.json['budget']")
+    budget_floor: int | None = opt(None, help="the smallest budget the data rule may choose (unset = 256); `delia "
+                                              "run` sets 64 when its task gives no max_new_tokens")
     temperature: float = opt(0.0, help="0 = greedy (default)")
     top_p: float = opt(1.0, help="nucleus sampling mass when temperature > 0")
     stop_early: bool = opt(True, help="stop a row once its answer is complete (halu: the first {...} closed; "
                                       "translation with first_line: the first line ended)")
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
-            raise ConfigError("generation.batch_size and generation.max_new_tokens must be >= 1")
+        if self.batch_size < 1 or any(v is not None and v < 1 for v in (self.max_new_tokens, self.budget_floor)):
+            raise ConfigError("generation.batch_size, generation.max_new_tokens and generation.budget_floor must "
+                              "be >= 1")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ConfigError("generation.temperature must be >= 0 and generation.top_p in (0, 1]")
 

@@ -222,7 +222,8 @@ def _evaluate(cfg: EvalConfig, rows: list[EvalRow]) -> dict[str, Any]:
 
     # a generation budget from the data unless one is configured; the prompt-length guard leaves room for it
     task = get_task(cfg.task)
-    budget = B.resolve(cfg.generation.max_new_tokens, tok, rows, task.gold_fallback(cfg))
+    budget = B.resolve(cfg.generation.max_new_tokens, tok, rows, task.gold_fallback(cfg),
+                      cfg.generation.budget_floor)
     rows = _fit_prompts(model, tok, rows, cfg, info, budget["max_new_tokens"])  # before anything is written
     save_config(cfg, out / "config.yaml")
 

@@ -275,8 +275,9 @@ def estimate(plan: Plan) -> Estimate:
             secs = c.model_load + per_epoch * epochs
         elif s.kind == "eval":
             n = eval_rows(s)
-            # unset = sized from the data at run time, at least 256 (delia.evaluation.budget)
-            gen = s.config.get("generation", {}).get("max_new_tokens") or 256
+            # unset = sized from the data at run time, at least the floor (256; delia.evaluation.budget)
+            g = s.config.get("generation", {})
+            gen = g.get("max_new_tokens") or g.get("budget_floor") or 256
             tuned = "adapter" in s.inputs
             if gen > 1 and tuned not in measured and tuned and (gold := gold_tokens(s)):
                 gen = min(gen, math.ceil(gold) + 2)  # a tuned model replies in the gold format, then stops

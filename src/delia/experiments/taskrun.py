@@ -47,6 +47,10 @@ EVAL_DESC = ",unseen-desc:1"
 # The teacher-forced analyses (loss and first-token state space over every test prompt) cost a second forward pass
 # over the test set, as much as generating the replies; `delia run` leaves them to `eval: {analysis: {score: on}}`.
 EVAL_ANALYSIS = {"score": "off"}
+# The test budget when the task gives none: max(64, 2 x p99 of the gold replies' tokens) (not the library's floor
+# of 256: a label reply is ~10 tokens, and an untuned model's ramble costs the budget on every prompt). A reply cut
+# there is counted as `cut_at_budget` in the report, not hidden.
+EVAL_BUDGET_FLOOR = 64
 # `--dry-run` estimates sized by the rows' length (the cost model's rates are for halu's ~320-token rows) and by
 # early stopping (validated runs trained 30-50% of their step budget on langid; docs/RESULTS.md)
 COST = {"row_tokens": 320.0, "early_stop": 0.5}
@@ -232,6 +236,14 @@ def validation_dict(task: UserTask, info: dict[str, Any], data: Path, rows: int,
             **VALIDATION}
 
 
+def eval_budget(task: UserTask) -> dict[str, Any]:
+    """`generation.budget_floor` for the test evaluations, unless the task sets its own budget (then nothing, so
+    the tasks that give one keep their step hashes)."""
+    if (task.eval.get("generation") or {}).get("max_new_tokens"):
+        return {}
+    return {"generation": {"budget_floor": EVAL_BUDGET_FLOOR}}
+
+
 def experiment_dict(task: UserTask, info: dict[str, Any], data: Path, n_train: int,
                     valid: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     """The ExperimentConfig (as YAML data) that runs the task: one size (all training rows), one ratio.
@@ -251,7 +263,8 @@ def experiment_dict(task: UserTask, info: dict[str, Any], data: Path, n_train: i
            "build": {"template": task.template, "instructions": str(data / "instructions_seen.txt"),
                      "token": task.token},
            "sample": merge(SAMPLE, task.sample), "train": merge(train, task.train),
-           "eval": merge({"custom": custom, "analysis": dict(EVAL_ANALYSIS)}, task.eval), "sample_margin": 0.4,
+           "eval": merge({"custom": custom, "analysis": dict(EVAL_ANALYSIS), **eval_budget(task)}, task.eval),
+           "sample_margin": 0.4,
            "drift": dict(DRIFT), "cost": dict(COST)}
     return merge(exp, task.experiment)
 
