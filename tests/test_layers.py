@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # plug-ins over the stages: tasks (rows, prompts, parsers, metrics) and methods (baselines as recipes)
     ("plug-ins", ("delia.tasks", "delia.methods")),
     # experiments: grids of methods, planned as hashed stage steps; results and reports
-    ("experiments", ("delia.experiments",)),
+    ("experiments", ("delia.experiments", "delia.export")),
     # the command line; `inputs` is the `delia data validate --for USE` table over every stage's input checks
     ("cli", ("delia.cli", "delia.__main__", "delia.inputs")),
 ]

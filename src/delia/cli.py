@@ -34,6 +34,7 @@ COMMAND_MODULES: list[str] = [
     "delia.training.cli",
     "delia.evaluation.cli",
     "delia.experiments.cli",
+    "delia.export.cli",
 ]
 
 
