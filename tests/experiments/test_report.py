@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -121,6 +122,9 @@ def test_the_report_answers_first_with_the_model_chosen_by_validation(make_exp, 
     assert any(line.startswith("| original | – | 0.0 [") for line in first)
     cit_train = json.loads((tmp_path / "exp/results.json").read_text())[1]["steps"]["train"]
     assert f"`{tmp_path / 'exp' / cit_train}`" in text and "load_trained(" in text
+    assert f"`delia export {tmp_path / 'exp' / cit_train} {tmp_path / 'exp' / 'export' / 'cit'}`" in text
+    from delia.experiments.answer import recommendation
+    assert recommendation(Path(exp.out_dir)) == first + [""]  # what `delia run` prints at its end
     # a tie on validation (and no drift measured) goes to the simpler method, whatever the grid's order;
     # plain (validated with the format written out, not on the token's phrasings) is not compared
     fake_stages.valid_score = lambda rows: 0.9

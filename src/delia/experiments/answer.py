@@ -10,6 +10,7 @@ the simpler method (the report's order: cit, then DELIA and the others). `plain`
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -105,4 +106,20 @@ def answer_first(res: Results, gs: list[Group], sets: list[str]) -> list[str]:
               if any(g.method == "plain" and g.trained for g in shown) else []) +
              [f"The model (LoRA adapter + the learned token rows): `{res.root / where}`",
               f"Load it: `python -c \"from delia.training import load_trained; "
-              f"model, tok = load_trained('{res.root / where}')\"`", ""]))
+              f"model, tok = load_trained('{res.root / where}')\"`",
+              f"Export it (a merged model for transformers and vLLM; `--format all` adds GGUF for llama.cpp and an "
+              f"Ollama Modelfile): `{export_command(res.root / where, best)}`",
+              ""]))
+
+
+def export_command(run_dir: Path, g: Group) -> str:
+    """The `delia export` command for the recommended run (into EXP/export/METHOD)."""
+    return f"delia export {run_dir} {run_dir.parents[2] / 'export' / g.method}"
+
+
+def recommendation(root: Path) -> list[str]:
+    """The report's answer section for an experiment directory (printed at the end of `delia run`)."""
+    from delia.experiments.compare import groups
+
+    res = Results(root)
+    return answer_first(res, groups(res), res.sets())

@@ -201,6 +201,10 @@ def register(app: typer.Typer) -> None:
                       f"unseen phrasings -> {compiled.out}/data/; rerun: delia experiment "
                       f"{compiled.out}/experiment.yaml", highlight=False, soft_wrap=True)
         run_and_report(load_experiment(compiled.out / "experiment.yaml"), str(task), dry_run, True)
+        if not dry_run and (compiled.out / "results.json").exists():
+            from delia.experiments.answer import recommendation
+
+            typer.echo("\n".join(recommendation(compiled.out)))
 
     @app.command("seeds")
     def seeds_cmd(
