@@ -230,3 +230,15 @@ def test_a_validation_set_with_one_class_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"ex.jsonl:\d+: output: the validation rows hold one label only"):
         compile_task(load_task(path))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_budget_smaller_than_a_gold_reply_is_refused(tmp_path):
+    # the longest gold reply (line 7) is ~20 tokens; a budget of 8 would cut it (and every reply like it)
+    outputs = ["yes", "no"] * 3 + ["no, because " + "the sentence is long " * 4] + ["yes", "no"] * 6
+    path = _task(tmp_path, outputs, task="text", eval="{generation: {max_new_tokens: 8}}")
+    with pytest.raises(DataError, match=r"ex.jsonl:7: output: this gold reply is \d+ tokens, and the task's "
+                                        r"eval.generation.max_new_tokens is 8"):
+        compile_task(load_task(path))
+    assert not (tmp_path / "run").exists()
+    path = _task(tmp_path, outputs, task="text", eval="{generation: {max_new_tokens: 64}}")
+    assert compile_task(load_task(path), write=False).experiment["eval"]["generation"] == {"max_new_tokens": 64}

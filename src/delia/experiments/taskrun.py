@@ -10,6 +10,7 @@ resumes (steps are named by content). Everything is checked before anything is w
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import tempfile
@@ -148,6 +149,7 @@ def compile_task(task: UserTask, complete=None, write: bool = True) -> Compiled:
     if h.validates:  # validation phrasings come out of the seen ones: never in a training row, not unseen ones
         seen, valid_phr = split_phrasings(seen, count(h.valid_phrasings, len(seen), "valid_phrasings"), h.seed + 1)
     _check_layout(task, rows, phrasings)
+    _check_budget(task, rows)
     out = Path(task.out_dir)
     data = out / "data"
     first = task.plain_instruction or seen[0]
@@ -206,6 +208,29 @@ def _check_valid_classes(rows: list[Example], labels: list[str | None], train: l
                                      f"the {side} rows hold one label only ({labels[idx[0]]!r}) of {sorted(classes)}; "
                                      f"give more rows of the other labels or a larger holdout.valid_rows",
                                      "output")])
+
+
+def _check_budget(task: UserTask, rows: list[Example]) -> None:
+    """A test budget the task sets (`eval.generation.max_new_tokens`) must fit its longest gold reply and the
+    end-of-turn token, or every such reply would be cut and the budget would decide the scores."""
+    budget = (task.eval.get("generation") or {}).get("max_new_tokens")
+    if not budget:
+        return
+    tok = _tokenizer(task.model)
+    n, longest = max(((len(tok(e.output, add_special_tokens=False)["input_ids"]), e) for e in rows),
+                     key=lambda x: x[0])
+    if n + 1 > budget:
+        raise DataError([Problem(longest.source, longest.line,
+                                 f"this gold reply is {n} tokens, and the task's eval.generation.max_new_tokens is "
+                                 f"{budget}: replies this long would be cut at the budget; raise it to at least "
+                                 f"{2 * n} (or unset it: sized from the gold replies)", "output")])
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(model: str):
+    from delia.models import load_tokenizer
+
+    return load_tokenizer(model)
 
 
 def _jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

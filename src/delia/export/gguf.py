@@ -281,7 +281,8 @@ def token_check(gguf_file: str | Path, tokens: list[str],
         elif len(ids) > 1:
             entry["reason"] = f"{len(ids)} vocabulary entries ({', '.join(map(str, ids))})"
         elif kind not in _VERBATIM:
-            entry["reason"] = f"a {kind} entry, which the tokenizer may split (wanted {' or '.join(_VERBATIM)})"
+            entry["reason"] = (f"a vocabulary entry of type {kind}, which the tokenizer may split "
+                               f"(wanted {' or '.join(_VERBATIM)})")
         if hf_ids is not None:
             entry["hf_id"] = hf_ids.get(token)
             entry["matches_hf"] = tid is not None and tid == entry["hf_id"]
