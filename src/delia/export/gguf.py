@@ -43,7 +43,7 @@ _KEEP = (SCRIPT, "conversion/", "gguf-py/", "models/templates/", "LICENSE")
 # Modules the converter imports for a Llama-family model (sentencepiece even for BPE tokenizers: it tries that
 # first); module name -> pip package.
 _NEEDS = {"torch": "torch", "numpy": "numpy", "transformers": "transformers", "safetensors": "safetensors",
-          "sentencepiece": "sentencepiece", "yaml": "pyyaml", "tqdm": "tqdm", "requests": "requests"}
+          "sentencepiece": "sentencepiece", "yaml": "pyyaml", "tqdm": "tqdm"}
 # Token types llama.cpp's tokenizer matches verbatim in text (CONTROL only when parsing special tokens, as
 # llama-server and Ollama do for the rendered prompt); any other entry can be split by the BPE merges.
 _VERBATIM = ("CONTROL", "USER_DEFINED")
@@ -306,7 +306,7 @@ def require_single(gguf_file: str | Path, report: dict[str, dict[str, Any]]) -> 
         if not e["single"]:
             bad.append(f"{token!r} is {e['reason']}")
         elif "hf_id" in e and not e["matches_hf"]:
-            hf = "is not one token" if e["hf_id"] is None else f"has id {e['hf_id']}"
+            hf = "no single id" if e["hf_id"] is None else f"id {e['hf_id']}"
             bad.append(f"{token!r} has id {e['id']} in the GGUF but {hf} in the Hugging Face tokenizer")
     if bad:
         raise GGUFError(f"{Path(gguf_file).name}: " + "; ".join(bad))
