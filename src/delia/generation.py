@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 # the parts (under the private names that tests and `delia.methods.ctg` use)
+from delia.kvcache import cache_kwargs as _cache_kwargs
 from delia.kvcache import growing as _growing  # noqa: F401
 from delia.kvcache import merge as _merge
 from delia.kvcache import mergeable as _mergeable
@@ -217,7 +218,7 @@ def generate(model, tokenizer, prompts: Sequence[Prompt], params: GenParams, bat
                 last_pos = last_pos + 1
                 ids = tok.repeat_interleave(terms) if combine else tok
                 logits = model(input_ids=ids[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-                               past_key_values=cache, use_cache=True).logits[:, -1, :]
+                               **_cache_kwargs(model, cache), use_cache=True).logits[:, -1, :]
     except KeyboardInterrupt:  # rows that finished before the interrupt still reach on_batch (the caches)
         flush()
         raise

@@ -128,3 +128,24 @@ def trim(cache, mask: torch.Tensor) -> torch.Tensor:
             layer.keys, layer.values = layer.keys[:, :, c:], layer.values[:, :, c:]
         mask = mask[:, c:]
     return mask
+
+
+def cache_kwargs(model, cache) -> dict:
+    """The forward keyword that passes a KV cache: `cache` where the model takes it (transformers >= 5.x renamed
+    `past_key_values`, which now warns on every call), else `past_key_values`. A PEFT wrapper passes keywords
+    through to its base model, which decides."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {_cache_name(type(base)): cache}
+
+
+_CACHE_NAMES: dict[type, str] = {}
+
+
+def _cache_name(cls: type) -> str:
+    if cls not in _CACHE_NAMES:
+        import inspect
+
+        params = inspect.signature(cls.forward).parameters
+        _CACHE_NAMES[cls] = "cache" if "cache" in params else "past_key_values"
+    return _CACHE_NAMES[cls]
+

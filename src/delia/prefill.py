@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from delia.kvcache import growing, merge_all, mergeable
+from delia.kvcache import cache_kwargs, growing, merge_all, mergeable
 
 
 PREFILL_TOKENS = 4096  # most (padded) tokens in one prompt pass
@@ -51,7 +51,7 @@ def shared_prefix(model, rows: list[list[int]]):
     if p < PREFIX_MIN or not mergeable(growing(DynamicCache(config=model.config))):
         return None
     cache = DynamicCache(config=model.config)
-    model(input_ids=torch.tensor([first[:p]], device=model.device), past_key_values=cache, use_cache=True,
+    model(input_ids=torch.tensor([first[:p]], device=model.device), **cache_kwargs(model, cache), use_cache=True,
           logits_to_keep=1)
     return p, [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -101,6 +101,6 @@ def prefill_pass(model, rows: list[list[int]], pad_id: int, prefix=None):
             layer.lazy_initialization(k, v)
             layer.keys, layer.values = k.expand(n, -1, -1, -1).contiguous(), v.expand(n, -1, -1, -1).contiguous()
     pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, skip:]
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, **cache_kwargs(model, cache), use_cache=True,
                 logits_to_keep=1)
     return cache, mask, pos[:, -1], out.logits[:, -1, :]
