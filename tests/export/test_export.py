@@ -5,6 +5,7 @@ untied bases, writes a model card, and fails with one line and nothing left behi
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -115,10 +116,14 @@ def test_task_file_and_model_card(runs, tmp_path):
     rows = [{"method": "original", "seed": None, "steps": {"test": "steps/eval/x"}, "metrics": base_m},
             {"method": "delia", "seed": 42, "steps": {"train": "steps/train/abc123"}, "metrics": mine_m}]
     (exp / "results.json").write_text(json.dumps(rows))
+    umask = os.umask(0o022)
     try:
         done = export(run_dir, tmp_path / "m")
     finally:
         (exp / "results.json").unlink()
+        os.umask(umask)
+    # written through a private temporary directory, but with the modes of a plain write
+    assert all(p.stat().st_mode & 0o777 == (0o755 if p.is_dir() else 0o644) for p in [done.out, *done.out.rglob("*")])
     task = json.loads((done.out / "delia_task.json").read_text())
     assert task["special_tokens"] == ["<sep>"] and "<sep>" in task["example"]["messages"][-1]["content"]
     card = (done.out / "README.md").read_text()
@@ -164,3 +169,38 @@ def test_cli_export_and_its_errors(runs, tmp_path):
     assert code == 0 and "<sep>: special token" in text and "from_pretrained" in text
     code, text = run_cli(["export", str(runs("tied")), str(tmp_path / "cli")])
     assert code == 2 and "exists; pass --force" in text and "Traceback" not in text
+
+
+def test_gguf_export_checks_every_learned_token_and_writes_the_modelfile(runs, tmp_path, monkeypatch):
+    """The orchestration of --format all (the converter itself: tests/export/test_gguf.py): one file per type,
+    each checked for the learned token, the Modelfile on the first quantised one; a token llama.cpp would read
+    otherwise fails the whole export, leaving nothing."""
+    from delia.export import gguf
+
+    run_dir = runs("tied")
+    sep_id = json.loads((run_dir / "delia_run.json").read_text())["special_tokens"]["ids"][0]
+    converted = []
+
+    def fake_convert(hf_dir, out_file, outtype="f16", converter=None):
+        assert (Path(hf_dir) / "config.json").exists() and converter == Path("/fake/convert_hf_to_gguf.py")
+        converted.append(outtype)
+        Path(out_file).write_bytes(b"GGUF")
+        return Path(out_file)
+
+    seen_id = {"id": sep_id}
+    monkeypatch.setattr(gguf, "find_converter", lambda path=None, fetch=False: Path("/fake/convert_hf_to_gguf.py"))
+    monkeypatch.setattr(gguf, "convert", fake_convert)
+    monkeypatch.setattr(gguf, "token_check", lambda path, tokens: {
+        t: {"single": True, "id": seen_id["id"], "type": "CONTROL"} for t in tokens})
+    done = export(run_dir, tmp_path / "all", fmt="all")
+    assert converted == ["f16", "q8_0"]
+    assert {"gguf/model-f16.gguf", "gguf/model-q8_0.gguf", "gguf/Modelfile"} <= set(done.files)
+    modelfile = (done.out / "gguf" / "Modelfile").read_text()
+    assert "FROM ./model-q8_0.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert done.gguf["q8_0"]["<sep>"]["id"] == sep_id
+    seen_id["id"] = 7  # llama.cpp's vocabulary would hold the token at another id
+    with pytest.raises(ExportError, match="not the one token"):
+        export(run_dir, tmp_path / "bad", fmt="gguf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all"]
+    with pytest.raises(ExportError, match="--quant q4_k: choose from"):
+        export(run_dir, tmp_path / "bad", fmt="gguf", quants=("q4_k",))

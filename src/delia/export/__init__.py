@@ -16,6 +16,7 @@ an interrupt leaves no partial OUT. An existing OUT is replaced only with `force
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -100,6 +101,7 @@ def export(run_dir: str | Path, out: str | Path, fmt: str = "hf", quants: tuple[
             checks = _write_gguf(tmp, quants, conv, info, ollama=fmt in ("ollama", "all"))
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()) + ["README.md"]
         (tmp / "README.md").write_text(card.model_card(meta, info, task, results, sorted(files)), encoding="utf-8")
+        _readable(tmp)
         _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -130,9 +132,18 @@ def _write_gguf(hf_dir: Path, quants: tuple[str, ...], conv: Path | None, info: 
 
         tok = AutoTokenizer.from_pretrained(str(hf_dir))
         quantised = [q for q in quants if q not in ("f32", "f16", "bf16")] or list(quants)
-        ol.write_modelfile(gdir, f"model-{quantised[0]}.gguf", tok.chat_template or "",
-                           stop=[tok.eos_token] if tok.eos_token else [], params={"temperature": 0})
+        ol.write_modelfile(gdir, f"model-{quantised[0]}.gguf", tok.chat_template or "", stop=None,
+                           params={"temperature": 0})  # stop=None: the chat format's own stops
     return checks
+
+
+def _readable(root: Path) -> None:
+    """The modes a plain write would give (the temporary directory is private, 0700): directories 0777 and
+    files 0666, less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [root, *root.rglob("*")]:
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
 
 def _replace(tmp: Path, out: Path) -> None:

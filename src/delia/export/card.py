@@ -96,10 +96,12 @@ def model_card(meta: dict[str, Any], info: dict[str, Any], task: dict[str, Any],
                 if sel.get("score") is not None else "") + "."]
     tokens = task.get("special_tokens") or []
     if tokens:
-        lines += ["", f"The model learned the token{'s' if len(tokens) > 1 else ''} {', '.join(f'`{t}`' for t in tokens)}"
-                  f" (ids {', '.join(str(info['tokens'][t]) for t in tokens)}), a special token of the saved "
-                  f"tokenizer" + (f", which stands for: {task['token_stands_for']}" if task.get("token_stands_for")
-                                  else "") + "."]
+        many = len(tokens) > 1
+        stands = str(task.get("token_stands_for") or "").strip().rstrip(".")
+        lines += ["", f"The model learned the token{'s' if many else ''} {', '.join(f'`{t}`' for t in tokens)}"
+                  f" (id{'s' if many else ''} {', '.join(str(info['tokens'][t]) for t in tokens)}), "
+                  f"{'special tokens' if many else 'a special token'} of the saved tokenizer"
+                  + (f", which stands for: {stands}" if stands else "") + "."]
     if results:
         mine, rows = results
         lines += ["", "## Evaluation", "",
@@ -115,7 +117,7 @@ def model_card(meta: dict[str, Any], info: dict[str, Any], task: dict[str, Any],
     if tokens:
         lines += ["", f"Put `{tokens[0]}` where the format description would go; the model was also tuned to "
                       f"follow new phrasings of the instruction. Without the token, write the format out in words "
-                      f"(the `unseen-desc` row above measures that)."]
+                      f"{' (the `unseen-desc` column above measures that)' if results else ''}."]
     lines += ["", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
               "tok = AutoTokenizer.from_pretrained('.')", "model = AutoModelForCausalLM.from_pretrained('.')",
               "ids = tok.apply_chat_template([{'role': 'user', 'content': PROMPT}], add_generation_prompt=True, "

@@ -123,10 +123,12 @@ def task_file(run_dir: Path, exp_dir: Path | None, meta: dict[str, Any]) -> dict
         if seen.exists():
             out["phrasings_trained"] = [x for x in seen.read_text(encoding="utf-8").splitlines() if x.strip()]
     data = (meta.get("config") or {}).get("data")
-    if data and Path(data).exists():
-        for rec in read_records(data):
-            users = [m["content"] for m in rec.prompt_messages if m["role"] == "user"]
-            if rec.extra.get("source", "downstream") == "downstream" and users:
-                out["example"] = {"messages": rec.prompt_messages, "reply": rec.response}
-                break
+    if data and Path(data).exists():  # a task row, one that uses the learned token when there is one
+        tokens = out["special_tokens"]
+        rows = [r for r in read_records(data) if r.extra.get("source", "downstream") == "downstream"
+                and any(m["role"] == "user" for m in r.prompt_messages)]
+        with_token = [r for r in rows if any(t in m["content"] for t in tokens for m in r.prompt_messages)]
+        rec = (with_token or rows or [None])[0]
+        if rec is not None:
+            out["example"] = {"messages": rec.prompt_messages, "reply": rec.response}
     return out
