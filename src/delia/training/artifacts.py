@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +223,9 @@ def load_trained(run_dir: str | Path, dtype: str = "auto", device: str = "cpu", 
         if tok.convert_tokens_to_ids(token) != tid:
             raise RunError(f"{run_dir}: tokenizer maps {token!r} to {tok.convert_tokens_to_ids(token)}, "
                            f"the run trained id {tid}")
-    model = PeftModel.from_pretrained(model, str(run_dir), is_trainable=False, torch_device=device)
+    with warnings.catch_warnings():  # the adapter's `ensure_weight_tying` with no tied LoRA module: nothing to tie
+        warnings.filterwarnings("ignore", message="You have requested `ensure_weight_tying`", category=UserWarning)
+        model = PeftModel.from_pretrained(model, str(run_dir), is_trainable=False, torch_device=device)
     if merge:
         model = model.merge_and_unload()
     if precision and precision.autocast:  # after merging: the merge itself runs in the weights' dtype
