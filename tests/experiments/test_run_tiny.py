@@ -29,7 +29,7 @@ threads: 1
 out: {tmp_path / 'run'}
 sample: {{max_new_tokens: 4, engine_options: {{batch_size: 8}}}}
 train: {{max_steps: 1, batch_size: 4}}
-eval: {{generation: {{max_new_tokens: 6}}, bootstrap: 10}}
+eval: {{generation: {{max_new_tokens: 12}}, bootstrap: 10}}   # >= the longest gold reply + 1
 experiment: {{build: {{exclude_truncated: false}}}}   # the random tiny model never ends an answer in 4 tokens
 """)
     return tmp_path / "t.yaml"

@@ -204,3 +204,47 @@ def test_gguf_export_checks_every_learned_token_and_writes_the_modelfile(runs, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["all"]
     with pytest.raises(ExportError, match="--quant q4_k: choose from"):
         export(run_dir, tmp_path / "bad", fmt="gguf", quants=("q4_k",))
+
+
+def test_the_card_puts_the_majority_class_beside_label_accuracy():
+    from delia.export.card import eval_table
+
+    mine = {"method": "cit", "seed": 1, "metrics": {"unseen.task_valid": 1.0, "unseen.label_accuracy": 0.9,
+                                                     "unseen.majority_class": 0.5, "drift_nll": 1.2}}
+    plain = {"method": "plain", "seed": 1, "metrics": {"unseen.task_valid": 0.0, "unseen.label_accuracy": 0.0}}
+    other_seed = {"method": "plain", "seed": 2, "metrics": {"unseen.task_valid": 1.0, "unseen.label_accuracy": 1.0}}
+    lines = eval_table(mine, [mine, plain, other_seed])
+    assert lines[0] == "| model | unseen label acc % | drift NLL |"
+    assert lines[2:4] == ["| **this model** (cit) | 90.0 | 1.200 |", "| plain tuning | 0.0 | – |"]
+    assert lines[-1] == "Always answering the most frequent label scores `unseen` 50.0%."
+    assert len(lines) == 6  # plain of another seed is not this model's control
+
+
+@pytest.mark.slow
+def test_the_gguf_runs_in_llama_cpp_and_decodes_as_transformers(runs, tmp_path):
+    """A real conversion run in llama.cpp itself (llama-cpp-python built from source; skipped without it or
+    without a cached converter): greedy tokens of the f32 GGUF equal those of the merged HF directory."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from delia.export import gguf
+
+    try:
+        gguf.find_converter()
+    except gguf.GGUFError:
+        pytest.skip("no llama.cpp converter (delia export --fetch-converter, or DELIA_LLAMA_CPP)")
+    run_dir = runs("tied")
+    done = export(run_dir, tmp_path / "g", fmt="gguf", quants=("f32",), dtype="fp32")  # a random tiny model: no f16 near-ties
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(done.out))
+    llm = llama_cpp.Llama(model_path=str(done.out / "gguf" / "model-f32.gguf"), n_ctx=256, verbose=False)
+    want = delia_greedy(run_dir)
+    for p, ref in zip(PROMPTS, want):
+        text = tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids  # <sep> stays one token
+        out = []
+        for t in llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, repeat_penalty=1.0):
+            out.append(t)
+            if t == llm.token_eos() or len(out) >= len(ref):
+                break
+        assert out == ref[:len(out)] and len(out) == len(ref)

@@ -33,9 +33,10 @@ class GenerationOptions:
                                       "translation with first_line: the first line ended)")
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or any(v is not None and v < 1 for v in (self.max_new_tokens, self.budget_floor)):
-            raise ConfigError("generation.batch_size, generation.max_new_tokens and generation.budget_floor must "
-                              "be >= 1")
+        if self.batch_size < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
+            raise ConfigError("generation.batch_size and generation.max_new_tokens must be >= 1")
+        if self.budget_floor is not None and self.budget_floor < 1:
+            raise ConfigError(f"generation.budget_floor must be >= 1, got {self.budget_floor}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ConfigError("generation.temperature must be >= 0 and generation.top_p in (0, 1]")
 

@@ -74,6 +74,10 @@ def eval_table(mine: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
         drift = r["metrics"].get("drift_nll")
         cells = [_pct(r["metrics"], f"{s}.{'label_accuracy' if labelled else 'task_valid'}") for s in sets]
         out.append("| " + " | ".join([name, *cells, f"{drift:.3f}" if isinstance(drift, float) else "–"]) + " |")
+    floor = [f"`{s}` {100 * v:.1f}%" for s in sets if isinstance(v := mine["metrics"].get(f"{s}.majority_class"),
+                                                                   (int, float))]
+    if labelled and floor:
+        out += ["", "Always answering the most frequent label scores " + ", ".join(floor) + "."]
     return out
 
 
